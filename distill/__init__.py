@@ -1,0 +1,1 @@
+"""Distillation: specialists into a generalist, and diffusion step distillation."""

@@ -1,0 +1,1 @@
+"""Training: datasets, imitation learning, rollout evaluation, checkpoints."""
