@@ -1,0 +1,141 @@
+"""Compose and validate a command's config before any work starts.
+
+Every command's composed config is checked against its schema (a dataclass), so that a typo in a key, an unknown
+group option or a value of the wrong type ends in one line that names the bad key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config that does not compose or does not match its schema; the message is one line."""
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """Keys every command has (from `configs/_base.yaml`)."""
+
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str = ""
+
+
+def schema_of(config_cls: type) -> type:
+    """The command's schema with the base keys added when the command's dataclass does not inherit them."""
+    if issubclass(config_cls, BaseConfig):
+        return config_cls
+    return dataclasses.make_dataclass(config_cls.__name__, [], bases=(config_cls, BaseConfig))
+
+
+def _valid_keys(schema: Any, full_key: str) -> list[str]:
+    """Keys allowed at the parent of `full_key` in the schema, to list them in an error."""
+    node = schema
+    parts = [p for p in full_key.replace("]", "").replace("[", ".").split(".") if p][:-1]
+    for part in parts:
+        if not isinstance(node, DictConfig) or part not in node:
+            return []
+        node = node._get_node(part)
+        if not isinstance(node, (DictConfig, ListConfig)):
+            return []
+    if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+        return sorted(str(k) for k in node.keys())
+    return []
+
+
+def validate(cfg: DictConfig, config_cls: type) -> DictConfig:
+    """Merge the composed config into the typed schema; raise ConfigError with one line on any mismatch."""
+    schema = OmegaConf.structured(schema_of(config_cls))
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+    except ConfigKeyError as e:
+        key = e.full_key or str(e.key)
+        valid = _valid_keys(schema, key)
+        parent = key.rpartition(".")[0]
+        where = f" under '{parent}'" if parent else ""
+        hint = f"; valid keys{where}: {', '.join(valid)}" if valid else ""
+        raise ConfigError(f"unknown config key '{key}'{hint}") from None
+    except ValidationError as e:
+        key = e.full_key or str(e.key)
+        raise ConfigError(f"invalid value for '{key}': {e.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config: {str(e).splitlines()[0]}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"missing required value '{missing[0]}'; set it on the command line: {missing[0]}=...")
+    return merged
+
+
+def compose(command: str, overrides: list[str], config_dir: Path) -> DictConfig:
+    """Compose `configs/<command>.yaml` with overrides through Hydra, turning its errors into one-line ConfigErrors."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=command):
+            return hydra_compose(config_name=command, overrides=overrides)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option_message(e)) from None
+    except OverrideParseException as e:
+        raise ConfigError(f"cannot parse override: {str(e).splitlines()[0]}") from None
+    except (HydraException, OmegaConfBaseException) as e:
+        message = _composition_message(e)
+    finally:
+        GlobalHydra.instance().clear()
+    key = _bad_key(message)
+    if key is not None and overrides:
+        try:  # list the valid keys at the bad key's parent, as composed without the user's overrides
+            base = compose(command, [], config_dir)
+        except ConfigError:
+            base = None
+        valid = _valid_keys(base, key) if base is not None else []
+        if valid:
+            parent = key.rpartition(".")[0]
+            where = f" under '{parent}'" if parent else ""
+            message = f"unknown config key '{key}'; valid keys{where}: {', '.join(valid)}"
+    raise ConfigError(message)
+
+
+def _bad_key(message: str) -> str | None:
+    if message.startswith("unknown config key '"):
+        return message.split("'")[1]
+    return None
+
+
+def _missing_option_message(e: Exception) -> str:
+    missing = getattr(e, "missing_cfg_file", None) or ""
+    options = list(getattr(e, "options", None) or [])
+    group, _, choice = missing.rpartition("/")
+    if group and options:
+        return f"unknown option '{group}={choice}'; valid choices for '{group}': {', '.join(sorted(options))}"
+    if group:
+        return f"unknown config group or option '{missing}'"
+    return str(e).splitlines()[0]
+
+
+def _composition_message(e: Exception) -> str:
+    """Find the OmegaConf error under a Hydra composition error and describe the bad key in one line."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+            return f"unknown config key '{cause.full_key}' (run with --cfg job to see the valid keys)"
+        if isinstance(cause, MissingMandatoryValue):
+            return f"missing required value: {str(cause).splitlines()[0]}"
+        cause = cause.__cause__ or cause.__context__
+    text = str(e)
+    for line in text.splitlines():
+        if "Key '" in line and "not in" in line:
+            key = line.split("Key '")[1].split("'")[0]
+            first = text.splitlines()[0]
+            full = first.split("'")[1] if first.count("'") >= 2 else key
+            return f"unknown config key '{full}' (run with --cfg job to see the valid keys)"
+    return text.splitlines()[0] if text else type(e).__name__
