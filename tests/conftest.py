@@ -1,0 +1,10 @@
+"""Test session defaults: headless rendering, no network, datasets in a throwaway directory."""
+
+import os
+import tempfile
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests never touch the user's dataset cache.
+os.environ["ALLOY_DATA_DIR"] = os.environ.get("ALLOY_TEST_DATA_DIR") or tempfile.mkdtemp(prefix="alloy-test-data-")
