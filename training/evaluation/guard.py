@@ -56,12 +56,34 @@ class RolloutGuard(gym.Wrapper):
         self._steps = 0
         self._pending: tuple[str, str] | None = None
         self._warning_ids = self._divergence_warning_ids()
+        self._data = self._mj_data()
         self._warning_counts = self._read_warnings()
+        self._dt_value = self._dt()
 
     # MuJoCo state -------------------------------------------------------------------------------------------
+    def _sim_objects(self) -> list[Any]:
+        """The unwrapped env and the envs it holds (an alloy env may wrap a third-party MuJoCo env)."""
+        base = self.env.unwrapped
+        inner = [v for v in vars(base).values() if isinstance(v, gym.Env)]
+        return [base] + [v.unwrapped for v in inner]
+
     def _mj_data(self):
-        data = getattr(self.env.unwrapped, "data", None)
-        return data if data is not None and hasattr(data, "warning") else None
+        try:
+            import mujoco
+        except ImportError:
+            return None
+        for obj in self._sim_objects():
+            data = getattr(obj, "data", None)
+            if isinstance(data, mujoco.MjData):
+                return data
+        return None
+
+    def _dt(self) -> float | None:
+        for obj in self._sim_objects():
+            dt = getattr(obj, "dt", None)
+            if isinstance(dt, (int, float)) and dt > 0:
+                return float(dt)
+        return None
 
     def _divergence_warning_ids(self) -> list[int]:
         try:
@@ -71,7 +93,7 @@ class RolloutGuard(gym.Wrapper):
         return [int(getattr(mujoco.mjtWarning, name)) for name in _DIVERGENCE_WARNINGS if hasattr(mujoco.mjtWarning, name)]
 
     def _read_warnings(self) -> list[int]:
-        data = self._mj_data()
+        data = self._data
         if data is None:
             return []
         return [int(data.warning[i].number) for i in self._warning_ids]
@@ -88,8 +110,7 @@ class RolloutGuard(gym.Wrapper):
     def _sim_time(self, info: dict) -> float:
         if "time" in info:
             return float(info["time"])
-        dt = getattr(self.env.unwrapped, "dt", None)
-        return self._steps * float(dt) if dt is not None else math.nan
+        return self._steps * self._dt_value if self._dt_value is not None else math.nan
 
     def _info(self, info: dict, failure: str = FAILURE_NONE, error: str = "") -> dict:
         success = info.get("is_success", info.get("success", False))
@@ -120,6 +141,7 @@ class RolloutGuard(gym.Wrapper):
             obs, info = self.env.reset(seed=seed, options=options)
         except Exception as e:
             return self._last_obs, self._info({}, FAILURE_EXCEPTION, f"reset: {_one_line(e)}")
+        self._data = self._mj_data()  # an env may rebuild its simulator on reset
         self._warning_counts = self._read_warnings()
         if not _all_finite(obs):
             return self._last_obs, self._info(info, FAILURE_INSTABILITY, "reset returned a non-finite observation")

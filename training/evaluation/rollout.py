@@ -144,6 +144,7 @@ class _EnvRollout:
         K = self.num_envs
         self.slots: list[_Episode | None] = [None] * K
         self.recording = [False] * K
+        self.slot_frames: list[list[np.ndarray]] = [[] for _ in range(K)]
         self.idle = [False] * K
         self.policy.reset(None)
         obs = self._start(list(range(K)), initial=True)
@@ -201,8 +202,10 @@ class _EnvRollout:
     def _finish(self, i: int, reason: str, error: str = "") -> None:
         ep = self.slots[i]
         if self.recording[i]:  # fetched first: if the worker dies here, the episode is replayed, not half-counted
-            frames = self.vec.call("alloy_pop_frames")[i]
+            self._pull_frames()
             self.recording[i] = False
+            frames = self.slot_frames[i]
+            self.slot_frames[i] = []
             if frames:
                 self.frames[ep.index] = frames
         success = ep.steps_to_success is not None
@@ -213,6 +216,12 @@ class _EnvRollout:
         ))
         self.slots[i] = None
         self.bar.update(1)
+
+    def _pull_frames(self) -> None:
+        """Fetch the frames every recording env holds (one call reaches all envs, and fetching clears them)."""
+        for i, frames in enumerate(self.vec.call("alloy_pop_frames")):
+            if self.recording[i] and frames:
+                self.slot_frames[i].extend(frames)
 
     def _start(self, slots: Sequence[int], obs=None, initial: bool = False):
         """Give the next episodes to `slots` and reset them with their seeds; park slots with nothing left."""

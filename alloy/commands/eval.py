@@ -1,0 +1,70 @@
+"""`alloy eval`: roll a policy out in simulation and write report.json, report.md, plots and videos."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+HELP = "evaluate a policy (checkpoint dir or teacher) in simulation: success with 95% CI, failures, latency, videos"
+
+@dataclasses.dataclass
+class Config:
+    policy: str = "teacher"  # checkpoint directory | teacher
+    env: str = MISSING  # env id (alloy/Nav-Holonomic-v0, metaworld/reach-v3) or suite (nav, metaworld_mt10, ...)
+    episodes: int = 10  # per env id
+    num_envs: int = 4  # parallel envs (processes unless asynchronous=false)
+    asynchronous: bool = True
+    video: bool = False
+    video_episodes: int = 4  # episodes tiled into each env id's video
+    max_episode_steps: Optional[int] = None  # None: the env's own time limit
+    stop_on_success: bool = True
+    progress: bool = True
+    env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+def run(cfg: DictConfig) -> None:
+    from training.errors import TrainingError
+    from training.evaluation import evaluate, load_policy
+    from training.evaluation.envs_spec import resolve_env_ids
+    from training.runtime import seed_everything
+
+    if cfg.episodes <= 0:
+        raise TrainingError(f"episodes must be a positive integer, got {cfg.episodes}; use episodes=1 or more")
+    if cfg.num_envs <= 0:
+        raise TrainingError(f"num_envs must be a positive integer, got {cfg.num_envs}; use num_envs=1 or more")
+    seed_everything(cfg.seed)
+    env_ids = resolve_env_ids(cfg.env)
+    policy = load_policy(cfg.policy, device=cfg.device)
+    report = evaluate(
+        policy,
+        env_ids,
+        episodes=cfg.episodes,
+        num_envs=cfg.num_envs,
+        seed=cfg.seed,
+        env_kwargs=OmegaConf.to_container(cfg.env_kwargs, resolve=True),
+        video=cfg.video,
+        run_dir=cfg.run_dir,
+        asynchronous=cfg.asynchronous,
+        progress=cfg.progress,
+        video_episodes=cfg.video_episodes,
+        max_episode_steps=cfg.max_episode_steps,
+        stop_on_success=cfg.stop_on_success,
+        policy_name=cfg.policy,
+        config={"env": cfg.env, "device": cfg.device},
+    )
+    print(summary(report, cfg.run_dir))
+
+def summary(report: dict, run_dir: str) -> str:
+    """A few lines for the console; the full numbers are in report.json / report.md."""
+    lines = []
+    for env_id, m in list(report["per_env"].items()) + [("overall", report["overall"])]:
+        lo, hi = m["success_ci"]
+        rate = "-" if m["success_rate"] is None else f"{m['success_rate']:.1%}"
+        lines.append(f"{env_id:<36} success {rate:>6} [{lo:.2f}, {hi:.2f}] over {m['episodes']} episodes")
+    call = report["latency_ms"]["per_call"]
+    if call["p50"] is not None:
+        lines.append(f"policy act p50 {call['p50']:.2f} ms, p99 {call['p99']:.2f} ms; "
+                     f"{report['env_steps_per_s'] or 0:.0f} env steps/s")
+    lines.append(f"report: {run_dir}/report.json")
+    return "\n".join(lines)
