@@ -1,0 +1,151 @@
+"""The schema of a policy: the three independent choices (denoiser, process, scheme) plus the data it sees.
+
+The dataclasses double as the Hydra schema of the `policy`, `diffusion` and `scheme` config groups, and a
+`PolicySpec` (the choices plus observation/action dims) is what a saved policy's `config.yaml` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from policies.errors import PolicyError
+
+NETS = ("dit", "mdt", "mode", "mlp")
+PROCESSES = ("ddpm", "ddim", "edm", "regression")
+FORMAT = "alloy-policy"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class NetConfig:
+    """Denoiser choice and size; fields that a given net does not use are ignored by it."""
+
+    name: str = "dit"  # dit | mdt | mode | mlp
+    obs_horizon: int = 2  # To: observation steps the policy sees
+    pred_horizon: int = 16  # Tp: actions predicted per chunk
+    normalizer: str = "limits"  # limits | gaussian
+    obs_keys: list[str] = field(default_factory=list)  # empty: every observation key of the dataset
+    language: bool = True  # condition on the instruction embedding when the obs has `lang_key`
+    lang_key: str = "task"  # one-hot obs key that indexes the policy's language table
+    d_model: int = 256
+    n_heads: int = 4
+    n_layers: int = 6  # DiT/MoDE blocks, MDT decoder blocks
+    n_enc_layers: int = 2  # MDT goal/obs encoder blocks
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    # MoDE
+    num_experts: int = 4
+    top_k: int = 2
+    balance_weight: float = 0.01
+    # MDT
+    foresight_weight: float = 0.1
+    contrastive_weight: float = 0.1
+    contrastive_temperature: float = 0.1
+    state_goal_prob: float = 0.5  # share of samples conditioned on the goal state instead of language
+    # MLP
+    mlp_hidden: int = 512
+    mlp_layers: int = 3
+
+
+@dataclass
+class DiffusionConfig:
+    """How noise is added in training and removed at inference; `level` units are documented per process."""
+
+    name: str = "ddpm"  # ddpm | ddim | edm | regression
+    num_train_steps: int = 100
+    num_inference_steps: int = 100
+    prediction: str = "epsilon"  # epsilon | sample (ddpm/ddim)
+    beta_schedule: str = "squaredcos_cap_v2"
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    sigma_data: float = 0.5
+    sigma_min: float = 0.001
+    sigma_max: float = 80.0
+    sigma_loc: float = -0.6931471805599453  # log(0.5): log-logistic training sigmas
+    sigma_scale: float = 0.5
+    sampler: str = "euler"  # euler (= ddim = dpm_solver_1) | dpm_solver_2
+    schedule: str = "exponential"  # exponential | karras
+    rho: float = 7.0
+
+
+@dataclass
+class SchemeConfig:
+    """Which actions are denoised per control step."""
+
+    name: str = "chunk"
+    action_horizon: int = 8  # Ta: actions executed from each chunk
+
+
+@dataclass
+class PolicySpec:
+    """Everything needed to rebuild a policy: the three choices plus the data dims. Saved as `config.yaml`."""
+
+    obs_dims: dict[str, int]
+    action_dim: int
+    net: NetConfig = field(default_factory=NetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    scheme: SchemeConfig = field(default_factory=SchemeConfig)
+    lang_dim: int = 0  # 0: no language conditioning
+
+    @property
+    def uses_language(self) -> bool:
+        return self.lang_dim > 0
+
+    @property
+    def feature_keys(self) -> list[str]:
+        """Observation keys that feed the observation tokens (the language key feeds the language table instead)."""
+        return [k for k in self.obs_dims if not (self.uses_language and k == self.net.lang_key)]
+
+    def validate(self) -> None:
+        n = self.net
+        if n.name not in NETS:
+            raise PolicyError(f"unknown policy net {n.name!r}; use one of {', '.join(NETS)}")
+        if self.diffusion.name not in PROCESSES:
+            raise PolicyError(f"unknown diffusion process {self.diffusion.name!r}; use one of {', '.join(PROCESSES)}")
+        if not self.obs_dims:
+            raise PolicyError("the policy has no observation keys; set policy.obs_keys or use a dataset with observations")
+        for key, dim in self.obs_dims.items():
+            if not key.isidentifier() or int(dim) < 1:
+                raise PolicyError(f"bad observation key {key!r} with dim {dim}; keys must be identifiers with dim >= 1")
+        if self.action_dim < 1:
+            raise PolicyError(f"action_dim must be >= 1, got {self.action_dim}")
+        if n.obs_horizon < 1 or n.pred_horizon < 1:
+            raise PolicyError(f"obs_horizon and pred_horizon must be >= 1, got {n.obs_horizon} and {n.pred_horizon}")
+        if n.d_model % n.n_heads:
+            raise PolicyError(f"d_model {n.d_model} is not divisible by n_heads {n.n_heads}; change one of them")
+        if not 1 <= n.top_k <= n.num_experts:
+            raise PolicyError(f"top_k must be in [1, num_experts={n.num_experts}], got {n.top_k}")
+        if self.uses_language and n.lang_key not in self.obs_dims:
+            raise PolicyError(f"language conditioning needs the one-hot obs key {n.lang_key!r}; set policy.language=false")
+        if not self.feature_keys:
+            raise PolicyError("no observation keys are left for the observation tokens; add policy.obs_keys")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PolicySpec":
+        try:
+            return cls(
+                obs_dims={str(k): int(v) for k, v in dict(data["obs_dims"]).items()},
+                action_dim=int(data["action_dim"]),
+                net=_build(NetConfig, data.get("net", {})),
+                diffusion=_build(DiffusionConfig, data.get("diffusion", {})),
+                scheme=_build(SchemeConfig, data.get("scheme", {})),
+                lang_dim=int(data.get("lang_dim", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise PolicyError(f"policy config is incomplete or malformed ({type(e).__name__}: {e}); "
+                              f"the checkpoint is corrupt or from another tool") from None
+
+
+def _build(cls, data: Any):
+    """A dataclass from a mapping; an unknown key is an error (a config from another version or tool)."""
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {', '.join(unknown)}")
+    return cls(**data)

@@ -1,0 +1,269 @@
+"""`Policy`: denoiser x diffusion process x action scheme behind the small API every other part uses.
+
+It owns normalisation (inside its weights), the per-env observation history, the language table (task one-hot ->
+instruction embedding, so an env only has to report its task), and input validation. Checkpoints are a directory
+with `config.yaml` (the `PolicySpec`) and `model.safetensors` (every parameter and buffer); loading never
+unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from policies.atomic import atomic_dir, resolve_dir
+from policies.config import FORMAT, FORMAT_VERSION, PolicySpec
+from policies.diffusion import build_process
+from policies.errors import PolicyError
+from policies.nets import NetDims, build_net
+from policies.normalizer import Normalizer
+from policies.random_source import RandomSource
+from policies.schemes import build_scheme
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise PolicyError(f"device={device} was requested but CUDA is not available; use device=auto or cpu")
+    return torch.device(device)
+
+
+class Policy(nn.Module):
+    def __init__(self, spec: PolicySpec):
+        super().__init__()
+        spec.validate()
+        if "action" in spec.obs_dims:
+            raise PolicyError("an observation key may not be called 'action'; rename it in the dataset")
+        self.spec = spec
+        n = spec.net
+        self.obs_horizon, self.pred_horizon, self.action_dim = n.obs_horizon, n.pred_horizon, spec.action_dim
+        self.feature_keys = spec.feature_keys
+        self.process = build_process(spec.diffusion)
+        goal_dim = spec.obs_dims["state"] if "state" in self.feature_keys else 0
+        dims = NetDims(obs_features=sum(spec.obs_dims[k] for k in self.feature_keys), obs_horizon=n.obs_horizon,
+                       pred_horizon=n.pred_horizon, action_dim=spec.action_dim, lang_dim=spec.lang_dim,
+                       goal_dim=goal_dim, level_scale=self.process.level_scale)
+        self.net = build_net(n, dims)
+        self.normalizer = Normalizer({**{k: spec.obs_dims[k] for k in self.feature_keys}, "action": spec.action_dim},
+                                     n.normalizer)
+        if spec.uses_language:
+            self.register_buffer("lang_table", torch.zeros(spec.obs_dims[n.lang_key], spec.lang_dim))
+        self.scheme = build_scheme(spec.scheme, n.obs_horizon, n.pred_horizon, spec.action_dim)
+        self._history: torch.Tensor | None = None  # (B, To, F) normalised features
+        self._fresh: torch.Tensor | None = None  # (B,) envs whose history restarts at the next step
+        self._lang: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ public facts
+    @property
+    def obs_spec(self) -> dict[str, tuple[int, ...]]:
+        return {k: (d,) for k, d in self.spec.obs_dims.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return self.normalizer.fitted.device
+
+    def set_language_table(self, table: torch.Tensor | np.ndarray) -> None:
+        """Instruction embedding per task index (rows of the one-hot `lang_key`)."""
+        if not self.spec.uses_language:
+            raise PolicyError("this policy is not language-conditioned; build it with lang_dim > 0")
+        table = torch.as_tensor(np.asarray(table, dtype=np.float32))
+        if table.shape != self.lang_table.shape:
+            raise PolicyError(f"language table has shape {tuple(table.shape)} but the policy expects "
+                              f"{tuple(self.lang_table.shape)} (tasks x embedding dim)")
+        self.lang_table.copy_(table)
+
+    # ------------------------------------------------------------------ training
+    def _features(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.normalizer.normalize(k, obs[k].float()) for k in self.feature_keys], dim=-1)
+
+    def check_batch(self, batch: Mapping[str, Any]) -> None:
+        """A dataset batch must match the policy's dims; a mismatch is a config error, named precisely."""
+        obs = batch.get("obs")
+        if not isinstance(obs, Mapping):
+            raise PolicyError("the batch has no 'obs' dict; use training.data.WindowDataset batches")
+        for key, dim in self.spec.obs_dims.items():
+            if key not in obs:
+                raise PolicyError(f"the dataset has no observation key '{key}' that the policy uses "
+                                  f"(it has {', '.join(sorted(obs))}); set policy.obs_keys to match")
+            shape = tuple(obs[key].shape)
+            if len(shape) != 3 or shape[1:] != (self.obs_horizon, dim):
+                raise PolicyError(f"dataset observation '{key}' has shape {shape} but the policy expects "
+                                  f"(B, {self.obs_horizon}, {dim}); the dataset does not match the policy config")
+        shape = tuple(batch["action"].shape)
+        if len(shape) != 3 or shape[1:] != (self.pred_horizon, self.action_dim):
+            raise PolicyError(f"dataset actions have shape {shape} but the policy expects "
+                              f"(B, {self.pred_horizon}, {self.action_dim}); the dataset does not match the policy config")
+        if self.spec.uses_language and tuple(batch["lang"].shape[1:]) != (self.spec.lang_dim,):
+            raise PolicyError(f"dataset language embeddings have shape {tuple(batch['lang'].shape)} but the policy "
+                              f"expects (B, {self.spec.lang_dim})")
+
+    def compute_loss(self, batch: Mapping[str, Any], rs: RandomSource | None = None):
+        """(total loss, {name: detached component}) on one dataset batch (tensors on the policy's device)."""
+        self.check_batch(batch)
+        actions = self.normalizer.normalize("action", batch["action"].float())
+        if rs is None:
+            rs = RandomSource(actions.shape[0], actions.device)
+        obs = self._features(batch["obs"])
+        lang = batch["lang"].float() if self.spec.uses_language else None
+        goal = future = None
+        if "state" in self.feature_keys:
+            if "goal" in batch:
+                goal = self.normalizer.normalize("state", batch["goal"].float())
+            if "future_state" in batch:
+                future = self.normalizer.normalize("state", batch["future_state"].float())
+        ctx, aux = self.net.training_context(obs, lang, goal, future, rs)
+        main = self.scheme.training_loss(self, ctx, actions, rs).mean()
+        aux.update(self.net.pop_auxiliary_losses())
+        total = main + sum(aux.values()) if aux else main
+        return total, {"diffusion": main.detach(), **{k: v.detach() for k, v in aux.items()}}
+
+    def forward(self, batch, rs=None):
+        return self.compute_loss(batch, rs)
+
+    # ------------------------------------------------------------------ inference
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        if mask is None or self._history is None:
+            self._history = self._fresh = self._lang = None
+            return
+        mask = torch.as_tensor(np.asarray(mask, dtype=bool)).reshape(-1)
+        if mask.shape[0] != self._fresh.shape[0]:
+            raise PolicyError(f"reset mask has {mask.shape[0]} entries but the policy runs {self._fresh.shape[0]} envs")
+        self._fresh |= mask
+        self.scheme.reset(self._fresh.shape[0], mask.numpy())
+
+    def _validate(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(obs, Mapping):
+            raise PolicyError(f"act() takes a dict of observation arrays, got {type(obs).__name__}")
+        out, batch = {}, None
+        for key, dim in self.spec.obs_dims.items():
+            if key not in obs:
+                raise PolicyError(f"observation lacks key '{key}'; the policy expects keys {', '.join(self.spec.obs_dims)}")
+            value = obs[key]
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu().numpy()
+            arr = np.asarray(value, dtype=np.float32)
+            if arr.ndim != 2 or arr.shape[1] != dim or (batch is not None and arr.shape[0] != batch):
+                expect = f"({batch if batch is not None else 'B'}, {dim})"
+                raise PolicyError(f"observation '{key}' has shape {arr.shape} but the policy expects {expect}; "
+                                  f"pass batched arrays (num_envs, dim)")
+            if not np.isfinite(arr).all():
+                raise PolicyError(f"observation '{key}' contains NaN or inf; check the env or its wrappers")
+            batch = arr.shape[0]
+            out[key] = arr
+        return out
+
+    @torch.no_grad()
+    def act(self, obs: Mapping[str, Any]) -> np.ndarray:
+        arrays = self._validate(obs)
+        device = self.device
+        tensors = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+        batch = next(iter(arrays.values())).shape[0]
+        if self._history is None or self._history.shape[0] != batch:
+            self._history = torch.zeros(batch, self.obs_horizon, sum(self.spec.obs_dims[k] for k in self.feature_keys),
+                                        device=device)
+            self._fresh = torch.ones(batch, dtype=torch.bool)
+            self.scheme.reset(batch, None)
+        feat = self._features(tensors)
+        fresh = self._fresh.to(device)
+        rolled = torch.cat([self._history[:, 1:], feat[:, None]], dim=1)
+        self._history = torch.where(fresh[:, None, None], feat[:, None].expand_as(rolled), rolled)
+        self._fresh = torch.zeros_like(self._fresh)
+        if self.spec.uses_language:
+            self._lang = tensors[self.spec.net.lang_key] @ self.lang_table
+        was_training = self.training
+        self.eval()
+        try:
+            action = self.scheme.act(self)
+        finally:
+            self.train(was_training)
+        return self.normalizer.unnormalize("action", action.float()).cpu().numpy().astype(np.float32)
+
+    def encode_current(self, rows: torch.Tensor | None = None):
+        """Context for the current history of all envs or of `rows` (the scheme calls this once per step)."""
+        hist, lang = self._history, self._lang
+        if rows is not None:
+            rows = rows.to(hist.device)
+            hist = hist[rows]
+            lang = lang[rows] if lang is not None else None
+        return self.net.encode(hist, lang)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write `config.yaml` + `model.safetensors` atomically; `extra` adds sections to config.yaml."""
+        from safetensors.torch import save_file
+
+        config = {"format": FORMAT, "version": FORMAT_VERSION, "policy": self.spec.to_dict()}
+        if extra:
+            config.update({k: v for k, v in extra.items() if k not in config})
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
+        meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "net": self.spec.net.name,
+                "spec": json.dumps(self.spec.to_dict())}
+        with atomic_dir(path) as tmp:
+            (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=meta)
+        return Path(path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        expect_net: str | None = None) -> "Policy":
+        spec, tensors = read_checkpoint(path)
+        if expect_net is not None and spec.net.name != expect_net:
+            raise PolicyError(f"{path} holds a '{spec.net.name}' policy but a '{expect_net}' policy was expected")
+        policy = cls(spec)
+        try:
+            policy.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+            raise PolicyError(f"weights in {path} do not match its config ({first}); the checkpoint is corrupt "
+                              f"or was written by another version") from None
+        return policy.to(_device(device)).eval()
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[PolicySpec, dict[str, torch.Tensor]]:
+    """The spec and tensors of a saved policy, with every way it can be foreign or broken named in one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    root = resolve_dir(path)
+    cfg_file, weights = root / CONFIG_FILE, root / WEIGHTS_FILE
+    if not cfg_file.is_file() or not weights.is_file():
+        raise PolicyError(f"no policy at {path} (needs {CONFIG_FILE} and {WEIGHTS_FILE}); pass a directory written "
+                          f"by save_pretrained, e.g. <run_dir>/checkpoints/last")
+    try:
+        config = yaml.safe_load(cfg_file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise PolicyError(f"{cfg_file} is not valid YAML ({type(e).__name__}); the checkpoint is corrupt") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise PolicyError(f"{path} is not an alloy diffusion-policy checkpoint (format {found!r}); load it with the "
+                          f"tool that wrote it")
+    if int(config.get("version", -1)) > FORMAT_VERSION:
+        raise PolicyError(f"{path} was written by a newer alloy (format version {config.get('version')}); upgrade alloy")
+    spec = PolicySpec.from_dict(config.get("policy") or {})
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PolicyError(f"{weights} is not a readable safetensors file ({str(e).splitlines()[0]}); the checkpoint "
+                          f"is corrupt, save it again") from None
+    if meta.get("format") != FORMAT:
+        raise PolicyError(f"{weights} was not written by an alloy policy (format {meta.get('format')!r}); "
+                          f"load it with the tool that wrote it")
+    if meta.get("net") != spec.net.name:
+        raise PolicyError(f"{weights} holds a '{meta.get('net')}' policy but {cfg_file} says '{spec.net.name}'; the "
+                          f"checkpoint directory mixes files from two runs")
+    return spec, tensors
