@@ -1,0 +1,139 @@
+"""The privileged teacher: plans on the known obstacle map and follows the plan with holonomic commands.
+
+It sees the true layout and pose (privileged), so it is a demonstrator, not a policy. Its command is
+always the holonomic one (vx, vy, yaw rate): it faces the direction of travel so that a robot which
+cannot strafe still gets a usable command, but it never adapts to the robot's limits. That gap is
+what residual RL closes. With `randomize`, each episode's plan uses a seeded random cost field, so
+demonstrations go both ways around obstacles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from envs.nav.layout import Layout
+from envs.nav.planner import CostToGo
+
+LOOKAHEAD = 0.8  # m of path ahead within which the carrot point is chosen
+CRUISE = 0.8  # fraction of the robot's max speed
+MIN_SPEED = 0.35  # fraction of cruise kept in the sharpest turn
+YAW_GAIN = 2.5  # rad/s of yaw rate per rad of heading error
+PATH_CELLS = 24  # how much of the path ahead is examined each step
+
+
+def wrap_angle(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+class PlannerTeacher:
+    """Dijkstra cost-to-go on an inflated grid + carrot following with line-of-sight shortcuts."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        arena_half: float,
+        clearance: float,
+        footprint: float,
+        seed: int | None,
+        randomize: bool = True,
+    ):
+        self.layout, self.arena_half = layout, arena_half
+        self.clearance, self.footprint = clearance, footprint
+        self.rng = np.random.default_rng(seed) if randomize else None
+        self._field: CostToGo | None = None
+
+    @property
+    def field(self) -> CostToGo:
+        if self._field is None:  # planned lazily: envs used without a teacher never pay for it
+            self._field = CostToGo(self.layout, self.arena_half, self.clearance, self.footprint, self.rng)
+        return self._field
+
+    def plan(self, xy) -> np.ndarray:
+        """The full planned path from `xy` to the goal (cell centres), for inspection and plots."""
+        return np.vstack([np.asarray(xy, dtype=np.float64)[None], self.field.path(xy)])
+
+    def _clear(self, a: np.ndarray, targets: np.ndarray, threshold: float) -> np.ndarray:
+        """For each target, whether the segment from a keeps at least `threshold` from obstacles."""
+        t = np.linspace(0.0, 1.0, 12)[None, :, None]
+        samples = a[None, None, :] + t * (targets[:, None, :] - a[None, None, :])
+        return np.all(self.layout.signed_distance(samples, self.arena_half) > threshold, axis=1)
+
+    def carrot(self, pos: np.ndarray) -> tuple[np.ndarray, float]:
+        """Point to steer at, and how sharply the path bends beyond it (cosine of the bend)."""
+        goal = np.asarray(self.layout.goal)
+        here = float(self.layout.signed_distance(pos, self.arena_half))
+        threshold = min(self.footprint + 0.12, 0.9 * here)
+        if np.linalg.norm(goal - pos) <= LOOKAHEAD and self._clear(pos, goal[None], threshold)[0]:
+            return goal, 1.0
+        path = self.field.path(pos, max_cells=PATH_CELLS)
+        if len(path) == 0:
+            return pos, 1.0
+        arc = np.cumsum(np.linalg.norm(np.diff(np.vstack([pos, path]), axis=0), axis=1))
+        within = np.flatnonzero(arc <= LOOKAHEAD)
+        candidates = path[within] if len(within) else path[:1]
+        ok = np.flatnonzero(self._clear(pos, candidates, threshold))
+        k = int(ok[-1]) if len(ok) else 0
+        target = candidates[k]
+        # Bend: direction to the carrot vs direction of the path after it.
+        after = path[min(len(path) - 1, (within[k] if len(within) else 0) + 8)]
+        d1, d2 = target - pos, after - target
+        n1, n2 = np.linalg.norm(d1), np.linalg.norm(d2)
+        bend = float(d1 @ d2 / (n1 * n2)) if n1 > 1e-6 and n2 > 1e-6 else 1.0
+        return target, bend
+
+    def action(self, x: float, y: float, yaw: float, max_speed: float, max_yaw_rate: float) -> np.ndarray:
+        """Normalised holonomic command (vx, vy, yaw rate) in the robot frame, each in [-1, 1]."""
+        pos = np.array([x, y], dtype=np.float64)
+        target, bend = self.carrot(pos)
+        d = target - pos
+        dist = float(np.linalg.norm(d))
+        if dist < 1e-6:
+            return np.zeros(3, dtype=np.float32)
+        speed_scale = MIN_SPEED + (1.0 - MIN_SPEED) * 0.5 * (1.0 + bend)
+        v_world = d / dist * CRUISE * speed_scale * max_speed
+        c, s = math.cos(yaw), math.sin(yaw)
+        vx = c * v_world[0] + s * v_world[1]
+        vy = -s * v_world[0] + c * v_world[1]
+        heading_error = wrap_angle(math.atan2(d[1], d[0]) - yaw)
+        cmd = np.array([vx / max_speed, vy / max_speed, YAW_GAIN * heading_error / max_yaw_rate])
+        return np.clip(cmd, -1.0, 1.0).astype(np.float32)
+
+
+def evaluate_teacher(embodiment: str, episodes: int, seed: int = 0, **env_kwargs) -> dict:
+    """Run the teacher's commands unchanged on a robot for `episodes` seeded episodes.
+
+    Returns success, collision and timeout rates and the mean time of successful episodes. Episode i
+    uses seed `seed + i`, so every robot sees the same layouts.
+    """
+    from envs.nav.env import NavEnv
+
+    env = NavEnv(embodiment=embodiment, **env_kwargs)
+    counts = {"success": 0, "collision": 0, "timeout": 0}
+    times = []
+    try:
+        for i in range(episodes):
+            env.reset(seed=seed + i)
+            while True:
+                _, _, terminated, truncated, info = env.step(env.teacher_action())
+                if terminated or truncated:
+                    break
+            if info["is_success"]:
+                counts["success"] += 1
+                times.append(info["time"])
+            elif info["collision"]:
+                counts["collision"] += 1
+            else:
+                counts["timeout"] += 1
+    finally:
+        env.close()
+    return {
+        "embodiment": embodiment,
+        "episodes": episodes,
+        "seed": seed,
+        "success_rate": counts["success"] / max(episodes, 1),
+        "collision_rate": counts["collision"] / max(episodes, 1),
+        "timeout_rate": counts["timeout"] / max(episodes, 1),
+        "mean_success_time": float(np.mean(times)) if times else float("nan"),
+    }
