@@ -135,6 +135,8 @@ class RolloutGuard(gym.Wrapper):
 
     # gym API --------------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self.alloy_idle:
+            return self._last_obs, self._info({})
         self._steps = 0
         self._pending = None
         try:
@@ -192,7 +194,6 @@ class RolloutGuard(gym.Wrapper):
             return zeros
 
     def alloy_pop_frames(self) -> list[np.ndarray]:
-        """The recorded frames; recording ends here (the loop may end an episode the env did not end)."""
-        self.alloy_record = False
+        """The frames recorded since the last call."""
         frames, self._frames = self._frames, []
         return frames

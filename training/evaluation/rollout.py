@@ -78,6 +78,19 @@ def _info_at(infos: dict, key: str, i: int, default: Any = None) -> Any:
     return default
 
 
+def _force_close(vec) -> None:
+    """Close a vector env now, without waiting for a call in flight (its worker may be dead or interrupted)."""
+    try:
+        from gymnasium.vector.async_vector_env import AsyncState
+
+        if hasattr(vec, "_state"):
+            vec._state = AsyncState.DEFAULT
+    except ImportError:
+        pass
+    with contextlib.suppress(Exception):
+        vec.close(terminate=True)
+
+
 def _inference_mode():
     try:
         import torch
@@ -124,8 +137,7 @@ class _EnvRollout:
             raise
         finally:
             if self.vec is not None:
-                with contextlib.suppress(Exception):
-                    self.vec.close(terminate=True)
+                _force_close(self.vec)
                 self.vec = None
             if self.n_video and self.frames and not interrupted:
                 self._write_video()
@@ -143,7 +155,8 @@ class _EnvRollout:
     def _run_vec(self) -> None:
         K = self.num_envs
         self.slots: list[_Episode | None] = [None] * K
-        self.recording = [False] * K
+        self.recording = [False] * K  # slots whose current episode is filmed
+        self.guard_record = [False] * K  # the flags last sent to the envs
         self.slot_frames: list[list[np.ndarray]] = [[] for _ in range(K)]
         self.idle = [False] * K
         self.policy.reset(None)
@@ -230,6 +243,7 @@ class _EnvRollout:
         pending = list(slots)
         while pending:
             mask = np.zeros(K, dtype=bool)
+            park = np.zeros(K, dtype=bool)
             seeds: list[int | None] = [None] * K
             record = list(self.recording)
             for i in pending:
@@ -239,17 +253,20 @@ class _EnvRollout:
                     mask[i] = True
                     seeds[i] = self.slots[i].seed
                     record[i] = index < self.n_video
+                else:
+                    park[i] = True  # reset while idle: the guard only clears the ended flag, simulating nothing
             idle = [self.slots[i] is None for i in range(K)]
             if idle != self.idle or initial:
                 self.vec.set_attr("alloy_idle", idle)
                 self.idle = idle
-            if record != self.recording or (initial and any(record)):
+            if record != self.guard_record:  # also stops the recording of episodes the loop ended early
                 self.vec.set_attr("alloy_record", record)
-                self.recording = record
+                self.guard_record = list(record)
+            self.recording = record
             initial = False
-            if not mask.any():
+            if not (mask | park).any():
                 break
-            obs, infos = self.vec.reset(seed=seeds, options={"reset_mask": mask})
+            obs, infos = self.vec.reset(seed=seeds, options={"reset_mask": mask | park})
             pending = []
             for i in np.flatnonzero(mask):
                 failure = str(_info_at(infos, "alloy_failure", i, "") or "")
@@ -265,8 +282,9 @@ class _EnvRollout:
     def _handle_dead_worker(self) -> None:
         """A worker process died: fail its episode, replay the others' episodes from their seeds on a new vec env."""
         processes = getattr(self.vec, "processes", [])
-        for p in processes:
-            p.join(timeout=2.0)
+        deadline = time.monotonic() + 5.0
+        while processes and all(p.is_alive() for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.01)
         dead = [i for i, p in enumerate(processes) if not p.is_alive()]
         if not dead:
             raise RuntimeError(f"the vector env of {self.env_id!r} lost contact with a worker that is still alive")
@@ -281,8 +299,7 @@ class _EnvRollout:
                 replay.append(ep.index)
                 self.slots[i] = None
         self.queue.extendleft(sorted(replay, reverse=True))
-        with contextlib.suppress(Exception):
-            self.vec.close(terminate=True)
+        _force_close(self.vec)
         self.vec = None
         log.warning("a worker of %s died; replaying %d in-flight episodes on a new vector env", self.env_id, len(replay))
 
@@ -376,6 +393,8 @@ def evaluate(
                          totals.env_steps, totals.rollout_s, cfg, partial=partial, files=files)
         return write_report(r, run_path, totals.call_ms) if run_path is not None else r
 
+    log.info("evaluating %s on %d env id(s), %d episodes each, %d envs%s", cfg["policy"], len(env_ids), episodes, k,
+             " (in-process)" if not asynchronous else "")
     bar = tqdm(total=episodes * len(env_ids), desc="eval", unit="ep", disable=not progress, leave=False)
     try:
         for env_id in env_ids:
