@@ -201,18 +201,24 @@ class Policy(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
         """Write `config.yaml` + `model.safetensors` atomically; `extra` adds sections to config.yaml."""
+        with atomic_dir(path) as tmp:
+            self.write_files(tmp, extra)
+        return Path(path)
+
+    def write_files(self, directory: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
+        """Write the two policy files into an existing directory (callers that build a larger checkpoint
+        directory atomically use this inside their own `atomic_dir`)."""
         from safetensors.torch import save_file
 
+        directory = Path(directory)
         config = {"format": FORMAT, "version": FORMAT_VERSION, "policy": self.spec.to_dict()}
         if extra:
             config.update({k: v for k, v in extra.items() if k not in config})
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
         meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "net": self.spec.net.name,
                 "spec": json.dumps(self.spec.to_dict())}
-        with atomic_dir(path) as tmp:
-            (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=meta)
-        return Path(path)
+        (directory / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        save_file(tensors, str(directory / WEIGHTS_FILE), metadata=meta)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
