@@ -15,23 +15,26 @@ _SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[1] / "sim_assets"
 _DATA_PACKAGE = "envs._sim_assets"
 
 
-def assets_root() -> pathlib.Path:
-    """The folder holding the MJCF files (source tree first, then the installed data package)."""
-    if _SOURCE_ROOT.is_dir():
-        return _SOURCE_ROOT
+def _installed(*parts: str):
+    """The file under the installed data package (a namespace package works too), or None."""
     try:
-        root = importlib.resources.files(_DATA_PACKAGE)
+        node = importlib.resources.files(_DATA_PACKAGE)
     except ModuleNotFoundError:
-        raise EnvError(
-            f"simulation assets not found: neither {_SOURCE_ROOT} nor the package {_DATA_PACKAGE} "
-            f"exists; reinstall alloy"
-        ) from None
-    return pathlib.Path(str(root))
+        return None
+    for part in parts:
+        node = node.joinpath(part)
+    return node
 
 
 def asset_path(*parts: str) -> pathlib.Path:
     """Absolute path of a file under the assets folder, e.g. `asset_path("nav", "holonomic.xml")`."""
-    path = assets_root().joinpath(*parts)
-    if not path.is_file():
-        raise EnvError(f"simulation asset {'/'.join(parts)!r} not found under {assets_root()}; reinstall alloy")
-    return path
+    path = _SOURCE_ROOT.joinpath(*parts)
+    if path.is_file():
+        return path
+    node = _installed(*parts)
+    if node is not None and node.is_file():
+        return pathlib.Path(str(node))
+    raise EnvError(
+        f"simulation asset {'/'.join(parts)!r} not found in {_SOURCE_ROOT} nor in the package "
+        f"{_DATA_PACKAGE}; reinstall alloy"
+    )

@@ -1,0 +1,149 @@
+"""The nav envs as Gymnasium envs: registration, spaces, checker, determinism, bad input, parameters."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.errors import EnvError
+from envs.nav import EMBODIMENTS, ENV_IDS
+from envs.nav.env import NavEnv
+from envs.wrappers import FlatObservation
+
+
+def test_every_embodiment_is_registered():
+    assert len(EMBODIMENTS) >= 4 and {"holonomic", "diffdrive", "ackermann"} <= set(EMBODIMENTS)
+    assert ENV_IDS == tuple(f"alloy/Nav-{n.capitalize()}-v0" for n in EMBODIMENTS)
+    for env_id in ENV_IDS:
+        assert env_id in gym.registry
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_passes_gymnasium_env_checker(env_id):
+    env = envs.make_env(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_spaces_are_identical_across_embodiments():
+    spaces = [NavEnv(name).observation_space for name in EMBODIMENTS]
+    for s in spaces[1:]:
+        assert s == spaces[0]
+    assert set(spaces[0].spaces) == {"state", "goal", "lidar", "embodiment"}
+    assert spaces[0]["lidar"].shape[0] >= 16
+
+
+@pytest.mark.parametrize("name", EMBODIMENTS)
+def test_deterministic_under_seed(name):
+    def rollout():
+        env = NavEnv(name)
+        obs, _ = env.reset(seed=7)
+        rng = np.random.default_rng(0)
+        out = [obs]
+        for _ in range(15):
+            obs, *_ = env.step(rng.uniform(-1, 1, 3))
+            out.append(obs)
+        return out
+
+    a, b = rollout(), rollout()
+    for oa, ob in zip(a, b):
+        for k in oa:
+            np.testing.assert_array_equal(oa[k], ob[k])
+
+
+def test_same_seed_same_layout_for_every_robot():
+    envs_ = {name: NavEnv(name) for name in EMBODIMENTS}
+    for e in envs_.values():
+        e.reset(seed=3)
+    first = envs_["holonomic"].layout
+    assert all(e.layout == first for e in envs_.values())
+
+
+def test_observation_content_and_info():
+    env = NavEnv("diffdrive")
+    obs, info = env.reset(seed=1)
+    assert {"is_success", "collision", "time"} <= set(info)
+    assert info["time"] == 0.0 and not info["is_success"] and not info["collision"]
+    gx, gy = env.layout.goal
+    x, y, _ = env.pose()
+    assert np.isclose(np.linalg.norm(obs["goal"]), np.hypot(gx - x, gy - y), atol=1e-4)
+    emb = obs["embodiment"]
+    assert emb[: len(EMBODIMENTS)].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert emb[len(EMBODIMENTS)] == pytest.approx(8.1, abs=1e-5)  # mass
+    assert emb[-1] == 0.0  # cannot strafe
+    assert np.all(obs["lidar"] > 0) and np.all(obs["lidar"] <= env.lidar_range)
+    _, _, _, _, info = env.step(np.zeros(3))
+    assert info["time"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("bad", [np.array([np.nan, 0, 0]), np.zeros(2), np.zeros((1, 3)), "fast"])
+def test_bad_action_raises(bad):
+    env = NavEnv("holonomic")
+    env.reset(seed=0)
+    with pytest.raises(EnvError):
+        env.step(bad)
+
+
+def test_out_of_range_actions_are_clipped_not_rejected():
+    env = NavEnv("holonomic")
+    env.reset(seed=0)
+    env.step(np.array([5.0, 0.0, 0.0]))
+    assert np.all(np.abs(env.data.act[:2]) <= env.params["max_speed"] + 1e-9)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("holonomic", {"mass": 0.5}),
+        ("diffdrive", {"max_speed": 9.0}),
+        ("ackermann", {"steering_limit": 1.2}),
+        ("holonomic", {"wheel_base": 0.3}),  # does not apply to a disc
+        ("diffdrive", {"randomize": {"mass": [1.0, 5.0]}}),
+        ("diffdrive", {"randomize": {"mass": [9.0, 5.0]}}),
+        ("diffdrive", {"num_obstacles": (5, 99)}),
+        ("skidsteer", {"clearance": 0.2}),  # narrower than the robot
+        ("tank", {}),
+    ],
+)
+def test_bad_parameters_raise(name, kwargs):
+    with pytest.raises(EnvError):
+        NavEnv(name, **kwargs)
+
+
+def test_unknown_env_id_lists_known_ids():
+    with pytest.raises(EnvError, match="alloy/Nav-Holonomic-v0"):
+        envs.make_env("alloy/Nav-Tank-v0")
+
+
+def test_parameters_change_the_robot_and_randomise_per_episode():
+    env = NavEnv("diffdrive", mass=20.0, wheel_base=0.3, randomize={"max_speed": [0.3, 0.6]})
+    speeds = set()
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        p = env.episode_params
+        assert 0.3 <= p["max_speed"] <= 0.6
+        speeds.add(p["max_speed"])
+        assert env.model.body_subtreemass[env.controller.robot] == pytest.approx(20.0)
+        wheel_y = env.model.body_pos[env.controller.wheel_bodies, 1]
+        assert sorted(wheel_y) == pytest.approx([-0.15, 0.15])
+        assert obs["embodiment"][len(EMBODIMENTS) + 2] == pytest.approx(p["max_speed"], abs=1e-5)
+    assert len(speeds) == 4
+
+
+def test_flat_observation_wrapper_has_fixed_key_order():
+    env = FlatObservation(envs.make_env("alloy/Nav-Ackermann-v0"))
+    obs, _ = env.reset(seed=0)
+    raw = env.unwrapped._observation()
+    assert env.keys == ("state", "goal", "lidar", "embodiment")
+    assert obs.dtype == np.float32 and env.observation_space.contains(obs)
+    for k, sl in env.slices.items():
+        np.testing.assert_array_equal(obs[sl], raw[k])
+
+
+def test_reward_rewards_progress_and_penalises_collision():
+    env = NavEnv("holonomic", reward_progress=2.0, reward_collision=-7.0)
+    env.reset(seed=0, options={"layout": {"start": [0, 0, 0], "goal": [3, 0], "obstacles": []}})
+    _, r, *_ = env.step(np.array([1.0, 0.0, 0.0]))
+    d = env.unwrapped._distance
+    assert r == pytest.approx(2.0 * (3.0 - d), rel=1e-6) and r > 0
