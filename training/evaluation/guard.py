@@ -46,9 +46,10 @@ def _one_line(error: BaseException) -> str:
 class RolloutGuard(gym.Wrapper):
     """Turns failures inside the env into terminal steps with `info["alloy_failure"]` set to the reason."""
 
-    def __init__(self, env: gym.Env, max_episode_steps: int | None = None):
+    def __init__(self, env: gym.Env, max_episode_steps: int | None = None, keep_info: bool = True):
         super().__init__(env)
         self.max_episode_steps = max_episode_steps
+        self.keep_info = keep_info  # False: only the alloy_* keys cross the process boundary (less to pickle)
         self.alloy_idle = False
         self.alloy_record = False
         self._frames: list[np.ndarray] = []
@@ -114,7 +115,7 @@ class RolloutGuard(gym.Wrapper):
 
     def _info(self, info: dict, failure: str = FAILURE_NONE, error: str = "") -> dict:
         success = info.get("is_success", info.get("success", False))
-        out = dict(info)
+        out = dict(info) if self.keep_info else {}
         out["alloy_success"] = bool(np.asarray(success).item()) if failure == FAILURE_NONE else False
         out["alloy_collision"] = bool(np.asarray(info.get("collision", False)).item())
         out["alloy_failure"] = failure

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import math
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -91,12 +92,12 @@ def _force_close(vec) -> None:
         vec.close(terminate=True)
 
 
-def _inference_mode():
-    try:
-        import torch
-    except ImportError:
-        return contextlib.nullcontext()
-    return torch.inference_mode()
+def _inference_context(policy) -> Callable[[], Any]:
+    """No autograd bookkeeping around a torch policy's `act`; nothing for anything else (chosen once, up front)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(policy, torch.nn.Module):
+        return torch.inference_mode
+    return contextlib.nullcontext
 
 
 class _EnvRollout:
@@ -112,6 +113,7 @@ class _EnvRollout:
         self.frames: dict[int, list[np.ndarray]] = {}
         self.vec = None
         self.fps = 30.0
+        self.no_grad = _inference_context(policy)
 
     # ------------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -166,7 +168,7 @@ class _EnvRollout:
         try:
             while any(s is not None for s in self.slots):
                 t = time.perf_counter()
-                with _inference_mode():
+                with self.no_grad():
                     actions = self.policy.act(obs)
                 ms = (time.perf_counter() - t) * 1e3
                 actions = np.asarray(actions, dtype=np.float32)
@@ -385,7 +387,7 @@ def evaluate(
         **(config or {}),
     }
     totals = _Totals()
-    guard = functools.partial(RolloutGuard, max_episode_steps=max_episode_steps)
+    guard = functools.partial(RolloutGuard, max_episode_steps=max_episode_steps, keep_info=False)
 
     def report(partial: bool) -> dict:
         files = {"videos": [str(Path(v).relative_to(run_path)) for v in totals.videos]} if run_path else {}

@@ -1,0 +1,58 @@
+"""`alloy bench rollout`: env steps/s of the evaluation loop at several env counts vs one raw env."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+HELP = "env steps per second of the evaluation loop (trivial policy) at 1, 4, 8 envs vs the raw env step rate"
+
+
+@dataclasses.dataclass
+class Config:
+    env: str = "metaworld/reach-v3"
+    num_envs: List[int] = dataclasses.field(default_factory=lambda: [1, 4, 8])
+    episodes_per_env: int = 2
+    max_episode_steps: Optional[int] = 200
+    raw_steps: int = 2000
+    asynchronous: bool = True
+
+
+def run(cfg: DictConfig) -> None:
+    from training.errors import TrainingError
+    from training.evaluation.bench import bench_rollout
+    from training.evaluation.envs_spec import resolve_env_ids
+
+    if any(k <= 0 for k in cfg.num_envs) or cfg.episodes_per_env <= 0 or cfg.raw_steps <= 0:
+        raise TrainingError("num_envs entries, episodes_per_env and raw_steps must be positive integers")
+    env_ids = resolve_env_ids(cfg.env)
+    if len(env_ids) != 1:
+        raise TrainingError(f"bench rollout measures one env id, {cfg.env!r} names {len(env_ids)}; pass env=<env id>")
+    result = bench_rollout(
+        env_ids[0],
+        list(cfg.num_envs),
+        episodes_per_env=cfg.episodes_per_env,
+        max_episode_steps=cfg.max_episode_steps,
+        raw_steps=cfg.raw_steps,
+        seed=cfg.seed,
+        asynchronous=cfg.asynchronous,
+    )
+    result["config"] = OmegaConf.to_container(cfg, resolve=True)
+    path = os.path.join(cfg.run_dir, "rollout.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
+    print(f"{result['env_id']}: raw single env {result['raw_env_steps_per_s']:.0f} steps/s "
+          f"({result['cores_available']} cores available, load {result['load_average_1min']['before']:.1f})")
+    for row in result["rows"]:
+        print(f"  {row['num_envs']} envs: {row['env_steps_per_s']:.0f} steps/s = {row['speedup_vs_raw']:.2f}x raw, "
+              f"efficiency {row['efficiency']:.2f} over {row['cores_used']} cores")
+    t = result["target"]
+    if t["efficiency"] is not None:
+        print(f"target (>= {t['min_efficiency']} at {t['num_envs']} envs): {'met' if t['met'] else 'NOT met'}")
+    print(f"written: {path}")
