@@ -287,7 +287,7 @@ class WrongBatch(Proportional):
 def test_spec_mismatch_names_both_shapes():
     with pytest.raises(TrainingError, match=r"state: \(3,\).*state: \(2,\)"):
         run(WrongObs())
-    with pytest.raises(TrainingError, match=r"action \(4,\).*\(2,\)"):
+    with pytest.raises(TrainingError, match=r"action \(4,\), the env takes \(2,\)"):
         run(WrongAction())
     with pytest.raises(TrainingError, match=r"shape \(1, 2\).*\(2, 2\)"):
         run(WrongBatch())

@@ -87,10 +87,10 @@ def check_policy_matches_env(policy: Any, observation_space, action_space, env_i
     if obs_spec:
         want = {k: tuple(v) for k, v in dict(obs_spec).items()}
         if any(k not in env_obs or env_obs[k] != shape for k, shape in want.items()):
-            problems.append(f"observation {_fmt(want)} but env {env_id!r} gives {_fmt(env_obs)}")
+            problems.append(f"the policy expects observation {_fmt(want)}, the env gives {_fmt(env_obs)}")
     if action_dim is not None and env_action != (int(action_dim),):
-        problems.append(f"action ({int(action_dim)},) but env {env_id!r} takes {env_action}")
+        problems.append(f"the policy expects action ({int(action_dim)},), the env takes {env_action}")
     if problems:
         raise TrainingError(
-            f"policy does not fit the env: policy expects {'; and '.join(problems)}; evaluate it on an env like the one it was trained on"
+            f"policy does not fit env {env_id!r}: {'; '.join(problems)}; evaluate it on an env like the one it was trained on"
         )

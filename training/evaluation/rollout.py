@@ -96,7 +96,7 @@ def _inference_context(policy) -> Callable[[], Any]:
     """No autograd bookkeeping around a torch policy's `act`; nothing for anything else (chosen once, up front)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(policy, torch.nn.Module):
-        return torch.inference_mode
+        return torch.no_grad  # not inference_mode: its tensors could not be updated by `reset` outside it
     return contextlib.nullcontext
 
 
