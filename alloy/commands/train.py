@@ -1,0 +1,139 @@
+"""`alloy train`: imitation-learning training of a diffusion policy (denoiser x process x scheme) on datasets."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import logging
+from typing import Any, Dict
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from policies.config import DiffusionConfig, NetConfig, SchemeConfig
+from training.trainer import TrainerConfig
+
+HELP = "train a diffusion policy (policy=dit|mdt|mode|mlp, diffusion=ddpm|ddim|edm) on demonstration datasets"
+
+log = logging.getLogger("alloy.train")
+
+
+@dataclasses.dataclass
+class Config:
+    # One dataset id, several joined by '+', each optionally weighted as 'id:weight', or a glob over the local
+    # datasets ('metaworld/*/expert-v0'). Weights make a weighted mixture; without them every window counts once.
+    dataset: str = MISSING
+    policy: NetConfig = dataclasses.field(default_factory=NetConfig)
+    diffusion: DiffusionConfig = dataclasses.field(default_factory=DiffusionConfig)
+    scheme: SchemeConfig = dataclasses.field(default_factory=SchemeConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    future_steps: int = -1  # MDT foresight target: state this many steps ahead; -1: pred_horizon
+    eval_env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)  # merged over the datasets' env kwargs
+    resume: bool = False  # continue the run in hydra.run.dir from its checkpoints/last
+
+
+def parse_datasets(spec: str) -> tuple[list[str], list[float] | None]:
+    """Dataset ids and optional weights from 'a', 'a+b', 'a:0.7+b:0.3' or a glob like 'metaworld/*/expert-v0'."""
+    from training.data import list_datasets
+    from training.errors import DatasetError
+
+    ids, weights = [], []
+    for part in [p.strip() for p in str(spec).split("+") if p.strip()]:
+        name, _, weight = part.partition(":")
+        if any(c in name for c in "*?["):
+            matched = [d for d in list_datasets() if fnmatch.fnmatch(d, name)]
+            if not matched:
+                raise DatasetError(f"no local dataset matches {name!r}; list them with `alloy collect --help` or check "
+                                   f"ALLOY_DATA_DIR")
+        else:
+            matched = [name]
+        for m in matched:
+            ids.append(m)
+            try:
+                weights.append(float(weight) if weight else None)
+            except ValueError:
+                raise DatasetError(f"dataset weight {weight!r} in {part!r} is not a number; write id:0.5") from None
+    if not ids:
+        raise DatasetError("no dataset given; pass dataset=<id>, dataset=<id1>+<id2> or a glob")
+    given = [w for w in weights if w is not None]
+    if given and len(given) != len(weights):
+        raise DatasetError("give a weight to every dataset or to none (dataset=a:0.7+b:0.3)")
+    return ids, (weights if given else None)
+
+
+def make_evaluator(dataset, cfg: DictConfig):
+    """Periodic rollout evaluation on the env ids the datasets were collected in (or trainer.eval_env_ids)."""
+    from training.evaluation import evaluate
+    from training.errors import TrainingError
+
+    groups: dict[str, tuple[list[str], dict]] = {}
+    extra = OmegaConf.to_container(cfg.eval_env_kwargs, resolve=True)
+    if cfg.trainer.eval_env_ids:
+        groups["{}"] = (list(cfg.trainer.eval_env_ids), dict(extra))
+    else:
+        for meta in dataset.metadata:
+            env_id = meta.get("env_id")
+            if not env_id:
+                raise TrainingError("the datasets do not record their env id; set trainer.eval_env_ids=[...] or "
+                                    "trainer.eval_every=0")
+            kwargs = {**(meta.get("env_kwargs") or {}), **extra}
+            key = json.dumps(kwargs, sort_keys=True)
+            ids = groups.setdefault(key, ([], kwargs))[0]
+            if env_id not in ids:
+                ids.append(env_id)
+
+    def run_eval(policy, step: int) -> dict:
+        total, successes, per_env = 0, 0.0, {}
+        for env_ids, kwargs in groups.values():
+            report = evaluate(policy, env_ids, episodes=cfg.trainer.eval_episodes, num_envs=cfg.trainer.eval_num_envs,
+                              seed=cfg.seed + 1_000_000, env_kwargs=kwargs, progress=False,
+                              config={"train_step": step})
+            n = report["overall"]["episodes"]
+            total += n
+            successes += (report["overall"]["success_rate"] or 0.0) * n
+            per_env.update(report["per_env"])
+        return {"overall": {"success_rate": successes / max(total, 1), "episodes": total}, "per_env": per_env}
+
+    return run_eval
+
+
+def run(cfg: DictConfig) -> None:
+    import torch
+
+    from policies import DiffusionConfig as D, NetConfig as N, SchemeConfig as S
+    from training.data import WindowDataset
+    from training.errors import TrainingError
+    from training.policy_build import build_policy
+    from training.runtime import resolve_device, seed_everything
+    from training.trainer import Trainer, TrainerConfig as T
+
+    def typed(cls, node):
+        return cls(**OmegaConf.to_container(node, resolve=True))
+
+    net, diffusion, scheme, trainer_cfg = typed(N, cfg.policy), typed(D, cfg.diffusion), typed(S, cfg.scheme), typed(T, cfg.trainer)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    ids, weights = parse_datasets(cfg.dataset)
+    dataset = WindowDataset(ids, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon, weights=weights,
+                            action_horizon=scheme.action_horizon,
+                            future_steps=None if cfg.future_steps < 0 else cfg.future_steps)
+    policy = build_policy(dataset, net, diffusion, scheme)
+    dataset.check_policy(policy.obs_spec, policy.action_dim)
+    n_params = sum(p.numel() for p in policy.parameters())
+    log.info("%s x %s x %s: %.2fM parameters, %d windows from %d dataset(s), device %s", net.name, diffusion.name,
+             scheme.name, n_params / 1e6, len(dataset), len(ids), device)
+    if cfg.resume and not (torch.cuda.is_available() or device.type == "cpu"):
+        raise TrainingError("resume needs the device the run was trained on")
+    evaluator = make_evaluator(dataset, cfg) if trainer_cfg.eval_every else None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    trainer = Trainer(policy, dataset, trainer_cfg, cfg.run_dir, device, seed=cfg.seed, config=config,
+                      evaluator=evaluator, resume=cfg.resume)
+    if trainer.step >= trainer_cfg.max_steps:
+        log.info("the run is already at step %d of %d; nothing to do", trainer.step, trainer_cfg.max_steps)
+    metrics = trainer.fit()
+    if trainer.dist.is_main:
+        rate = metrics["samples_per_s"]
+        print(f"trained {metrics['step']} steps in {metrics['train_wall_s']:.1f} s "
+              f"({rate:.0f} samples/s); checkpoint: {cfg.run_dir}/checkpoints/last"
+              + (f"; best eval success {metrics['best']['success_rate']:.3f} at step {metrics['best']['step']}"
+                 if metrics["best"] else ""))
