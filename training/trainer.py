@@ -194,7 +194,7 @@ class Trainer:
         with self._autocast():
             loss, parts = self.train_model(batch, rs)
         if not all_true(bool(torch.isfinite(loss)), self.dist, self.device):
-            self._diverged(f"the loss is {float(loss)}")
+            self._diverged(f"the loss is {float(loss.detach())}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.policy.parameters() if p.grad is not None]
