@@ -138,10 +138,10 @@ def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path):
 
 def test_bench_rollout_writes_rollout_json(tmp_path):
     code = cli.main(["bench", "rollout", f"env={ENV}", "num_envs=[1,2]", "episodes_per_env=1",
-                     "max_episode_steps=20", "raw_steps=50", f"hydra.run.dir={tmp_path}"])
+                     "max_episode_steps=20", "raw_steps=50", "repeats=1", f"hydra.run.dir={tmp_path}"])
     assert code == 0
     result = json.loads((tmp_path / "rollout.json").read_text())
     assert result["raw_env_steps_per_s"] > 0 and [r["num_envs"] for r in result["rows"]] == [1, 2]
     for row in result["rows"]:
         assert row["env_steps"] == 20 * row["num_envs"] and row["env_steps_per_s"] > 0
-        assert row["efficiency"] == pytest.approx(row["env_steps_per_s"] / (result["raw_env_steps_per_s"] * row["cores_used"]))
+        assert row["efficiency"] == pytest.approx(row["env_steps_per_s"] / (row["raw_env_steps_per_s"] * row["cores_used"]))

@@ -19,6 +19,7 @@ class Config:
     episodes_per_env: int = 2
     max_episode_steps: Optional[int] = 200
     raw_steps: int = 2000
+    repeats: int = 3
     asynchronous: bool = True
 
 
@@ -27,8 +28,8 @@ def run(cfg: DictConfig) -> None:
     from training.evaluation.bench import bench_rollout
     from training.evaluation.envs_spec import resolve_env_ids
 
-    if any(k <= 0 for k in cfg.num_envs) or cfg.episodes_per_env <= 0 or cfg.raw_steps <= 0:
-        raise TrainingError("num_envs entries, episodes_per_env and raw_steps must be positive integers")
+    if not cfg.num_envs or min(cfg.num_envs) <= 0 or min(cfg.episodes_per_env, cfg.raw_steps, cfg.repeats) <= 0:
+        raise TrainingError("num_envs (a non-empty list), episodes_per_env, raw_steps and repeats must be positive integers")
     env_ids = resolve_env_ids(cfg.env)
     if len(env_ids) != 1:
         raise TrainingError(f"bench rollout measures one env id, {cfg.env!r} names {len(env_ids)}; pass env=<env id>")
@@ -40,6 +41,7 @@ def run(cfg: DictConfig) -> None:
         raw_steps=cfg.raw_steps,
         seed=cfg.seed,
         asynchronous=cfg.asynchronous,
+        repeats=cfg.repeats,
     )
     result["config"] = OmegaConf.to_container(cfg, resolve=True)
     path = os.path.join(cfg.run_dir, "rollout.json")
@@ -50,7 +52,8 @@ def run(cfg: DictConfig) -> None:
     print(f"{result['env_id']}: raw single env {result['raw_env_steps_per_s']:.0f} steps/s "
           f"({result['cores_available']} cores available, load {result['load_average_1min']['before']:.1f})")
     for row in result["rows"]:
-        print(f"  {row['num_envs']} envs: {row['env_steps_per_s']:.0f} steps/s = {row['speedup_vs_raw']:.2f}x raw, "
+        print(f"  {row['num_envs']} envs: {row['env_steps_per_s']:.0f} steps/s (raw {row['raw_env_steps_per_s']:.0f}) = "
+              f"{row['speedup_vs_raw']:.2f}x raw, "
               f"efficiency {row['efficiency']:.2f} over {row['cores_used']} cores")
     t = result["target"]
     if t["efficiency"] is not None:

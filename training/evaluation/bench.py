@@ -3,6 +3,7 @@
 The loop runs a trivial policy (zeros), so what is measured is the price of vectorisation: process round trips,
 observation batching, the guard, bookkeeping. Efficiency = loop steps/s / (raw steps/s x cores used), where cores
 used = min(num_envs, cores available to this process). The target is efficiency >= 0.5 with 4 envs.
+Wall-clock rates depend on what else runs on the machine: the load average is recorded with the figures.
 """
 
 from __future__ import annotations
@@ -74,37 +75,50 @@ def bench_rollout(
     raw_steps: int = 2000,
     seed: int = 0,
     asynchronous: bool = True,
+    repeats: int = 3,
     env_fn=None,
     env_kwargs: dict | None = None,
 ) -> dict:
-    """Raw single-env rate, then the evaluation loop's rate at each env count; the result written to rollout.json."""
+    """Raw single-env rate and the evaluation loop's rate at each env count; the result written to rollout.json.
+
+    Each loop measurement is paired with a raw measurement taken just before it, and the median over `repeats`
+    pairs is reported, so that load from other processes drifting during the run biases the ratio less.
+    """
     env_kwargs = dict(env_kwargs or {})
     load_before = os.getloadavg()
-    raw, action_dim = raw_step_rate(env_id, raw_steps, seed, env_fn=env_fn, **env_kwargs)
     cores = available_cores()
-    rows = []
+    action_dim = raw_step_rate(env_id, 10, seed, env_fn=env_fn, **env_kwargs)[1]
+    rows, all_raw = [], []
     for k in num_envs:
-        report = evaluate(
-            ZeroPolicy(action_dim), [env_id], episodes=k * episodes_per_env, num_envs=k, seed=seed,
-            env_kwargs=env_kwargs, asynchronous=asynchronous, progress=False, max_episode_steps=max_episode_steps,
-            stop_on_success=False, env_fn=env_fn,
-        )
-        rate = report["env_steps_per_s"]
+        raws, rates = [], []
+        for _ in range(repeats):
+            raws.append(raw_step_rate(env_id, raw_steps, seed, env_fn=env_fn, **env_kwargs)[0])
+            report = evaluate(
+                ZeroPolicy(action_dim), [env_id], episodes=k * episodes_per_env, num_envs=k, seed=seed,
+                env_kwargs=env_kwargs, asynchronous=asynchronous, progress=False, max_episode_steps=max_episode_steps,
+                stop_on_success=False, env_fn=env_fn,
+            )
+            rates.append(report["env_steps_per_s"])
+        all_raw += raws
         used = min(k, cores)
+        ratios = [rate / raw for rate, raw in zip(rates, raws)]
         rows.append({
             "num_envs": k,
             "env_steps": report["env_steps"],
-            "env_steps_per_s": rate,
+            "env_steps_per_s": float(np.median(rates)),
+            "raw_env_steps_per_s": float(np.median(raws)),
             "cores_used": used,
-            "speedup_vs_raw": rate / raw,
-            "efficiency": rate / (raw * used),
+            "speedup_vs_raw": float(np.median(ratios)),
+            "efficiency": float(np.median(ratios)) / used,
+            "samples": {"env_steps_per_s": rates, "raw_env_steps_per_s": raws},
         })
     at_target = next((r for r in rows if r["num_envs"] == TARGET_NUM_ENVS), None)
     return {
         "env_id": env_id,
         "asynchronous": asynchronous,
-        "raw_env_steps_per_s": raw,
+        "raw_env_steps_per_s": float(np.median(all_raw)),
         "raw_steps": raw_steps,
+        "repeats": repeats,
         "cores_available": cores,
         "episodes_per_env": episodes_per_env,
         "max_episode_steps": max_episode_steps,

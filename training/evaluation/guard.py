@@ -26,10 +26,11 @@ _DIVERGENCE_WARNINGS = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC", "m
 
 
 def _all_finite(value: Any) -> bool:
+    """True when no float in `value` (an array, a number or a dict of them) is NaN or infinite (runs every step)."""
     if isinstance(value, dict):
         return all(_all_finite(v) for v in value.values())
     array = np.asarray(value)
-    return not np.issubdtype(array.dtype, np.floating) or bool(np.isfinite(array).all())
+    return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
 
 
 def _zeros_like_space(space: gym.Space) -> Any:

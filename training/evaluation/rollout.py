@@ -74,9 +74,11 @@ class _Totals:
 
 
 def _info_at(infos: dict, key: str, i: int, default: Any = None) -> Any:
-    if key in infos and infos.get(f"_{key}", np.ones(i + 1, bool))[i]:
-        return infos[key][i]
-    return default
+    values = infos.get(key)
+    if values is None:
+        return default
+    mask = infos.get(f"_{key}")
+    return values[i] if mask is None or mask[i] else default
 
 
 def _force_close(vec) -> None:
@@ -341,6 +343,7 @@ def evaluate(
     `video_episodes` episodes are written there. An episode ends at the env's termination or truncation, at
     `max_episode_steps` when given, and at its first success when `stop_on_success`. `env_fn` makes the envs
     instead of `envs.make_env` (for envs alloy does not register); `config` is merged into the report's config.
+    With `asynchronous` each env runs in its own process; a single env always runs in this process.
     """
     from envs.vector import make_vec_env
     from gymnasium.vector import AutoresetMode
@@ -366,6 +369,7 @@ def evaluate(
         policy.eval()
     episodes, env_kwargs = int(episodes), dict(env_kwargs or {})
     k = min(int(num_envs), episodes)
+    asynchronous = bool(asynchronous) and k > 1  # one env gains nothing from a worker process, only a round trip
     n_video = min(int(video_episodes), k) if video else 0
     run_path = Path(run_dir) if run_dir is not None else None
     if n_video and run_path is None:
