@@ -9,6 +9,7 @@ otherwise, a user's own choice or a display is kept) and is inherited by the wor
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -53,9 +54,13 @@ def _make_one(
     if env_fn is None:
         from envs.registry import make_env
 
-        env = make_env(env_id, **kwargs)
-    else:
+        env_fn = functools.partial(make_env, env_id)
+    try:
         env = env_fn(**kwargs)
+    except TypeError as e:
+        if not env_kwargs:
+            raise
+        raise EnvError(f"{env_id} does not accept the env kwargs {sorted(env_kwargs)} ({e}); check their names") from None
     for wrap in wrappers:
         env = wrap(env)
     if seed is not None:
