@@ -8,12 +8,11 @@ with `HELP`, a `Config` dataclass (its schema) and `run(cfg)`; its primary confi
 from __future__ import annotations
 
 import importlib
-import logging
 import pkgutil
 import sys
 from types import ModuleType
 
-from alloy.config import ConfigError, compose, validate
+from alloy.config import ConfigError, compose, route_value_overrides, validate
 from alloy.paths import config_dir
 
 EXIT_USAGE = 2
@@ -89,8 +88,11 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
 def check_config(name: str, module: ModuleType, overrides: list[str], multirun: bool) -> None:
     """Compose and validate every job's config; raise ConfigError before anything is written."""
     jobs = _sweep_jobs(overrides) if multirun else [overrides]
+    check = getattr(module, "check", None)  # optional: checks of values the schema cannot express
     for job in jobs:
-        validate(compose(name, job, config_dir()), module.Config)
+        cfg = validate(compose(name, job, config_dir()), module.Config)
+        if check is not None:
+            check(cfg)
 
 
 def _run_hydra(name: str, module: ModuleType, argv: list[str]) -> None:
@@ -109,7 +111,6 @@ def _run_hydra(name: str, module: ModuleType, argv: list[str]) -> None:
         try:
             return module.run(cfg)
         except errors as e:
-            logging.getLogger("alloy").error("%s", e)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_USAGE)
 
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(commands[name])
     try:
         args, _ = get_args_parser().parse_known_args(rest)
+        original_overrides = list(args.overrides)
+        args.overrides = route_value_overrides(list(args.overrides), tuple(getattr(module, "VALUE_KEYS", ())))
         modes = [m for m in ("run", "multirun", "cfg", "info", "shell_completion") if getattr(args, m)]
         if len(modes) > 1:
             raise ConfigError(f"use only one of --{', --'.join(m.replace('_', '-') for m in modes)} at a time")
@@ -157,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    flags = list(rest)
-    for override in args.overrides:
-        flags.remove(override)
+    flags = [token for token in rest if token not in set(original_overrides)]
     try:  # flags first, then overrides: Hydra's parser cannot read overrides on both sides of a flag
         _run_hydra(name, module, flags + list(args.overrides))
     except KeyboardInterrupt:

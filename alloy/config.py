@@ -10,12 +10,37 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 
 class ConfigError(ValueError):
     """A config that does not compose or does not match its schema; the message is one line."""
+
+
+# Plain keys that share their name with a config group (eval's `policy=<checkpoint>` beside train's `policy=dit`)
+# travel through composition under this node, because Hydra reads `policy=...` as a group choice.
+VALUES_NODE = "cli_values"
+
+
+def route_value_overrides(overrides: list[str], value_keys: tuple[str, ...]) -> list[str]:
+    """Rewrite `key=value` for each of a command's value keys into `+cli_values.key=value`."""
+    routed = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+") in value_keys:
+            override = f"+{VALUES_NODE}.{key.lstrip('+')}={value}"
+        routed.append(override)
+    return routed
+
+
+def _apply_routed_values(cfg: DictConfig) -> DictConfig:
+    if VALUES_NODE in cfg:
+        with open_dict(cfg):
+            for key, value in cfg[VALUES_NODE].items():
+                cfg[key] = value
+            del cfg[VALUES_NODE]
+    return cfg
 
 
 @dataclasses.dataclass
@@ -52,6 +77,7 @@ def _valid_keys(schema: Any, full_key: str) -> list[str]:
 def validate(cfg: DictConfig, config_cls: type) -> DictConfig:
     """Merge the composed config into the typed schema; raise ConfigError with one line on any mismatch."""
     schema = OmegaConf.structured(schema_of(config_cls))
+    cfg = _apply_routed_values(cfg)
     try:
         merged = OmegaConf.merge(schema, cfg)
     except ConfigKeyError as e:

@@ -61,7 +61,8 @@ def test_unknown_command(probe, capsys):
 def test_run_writes_typed_config_into_run_dir(probe):
     assert cli.main(["probe", "trainer.max_steps=7", "seed=3"]) == 0
     (seen,) = probe.glob("outputs/probe/*/seen.json")
-    assert json.loads(seen.read_text()) == {"max_steps": 7, "lr": 0.01, "width": 4, "seed": 3, "device": "auto"}
+    assert json.loads(seen.read_text()) == {"max_steps": 7, "lr": 0.01, "width": 4, "seed": 3, "device": "auto",
+                                              "net": "none"}
 
 
 def test_group_option_selects_file(probe):
@@ -155,3 +156,16 @@ def test_every_real_command_has_help_and_cfg(capsys):
             cli.check_config(name, module, [], multirun=False)
         except cli.ConfigError as e:  # a command may require a value on the command line, nothing else
             assert str(e).startswith("missing required value"), (name, str(e))
+
+
+def test_value_key_named_like_a_group(probe):
+    """`net=<path>` sets the plain key although `net/` is a config group (eval's policy=<checkpoint>)."""
+    assert cli.main(["probe", "net=/some/dir"]) == 0
+    (seen,) = probe.glob("outputs/probe/*/seen.json")
+    assert json.loads(seen.read_text())["net"] == "/some/dir"
+
+
+def test_command_check_runs_before_anything_is_written(probe, capsys):
+    assert cli.main(["probe", "limit=0"]) == 2
+    assert error_line(capsys) == "error: limit must be positive, got 0"
+    assert written(probe) == []

@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+# `policy=<checkpoint dir | teacher>` is a plain value here, although `policy` is also train's config group.
+VALUE_KEYS = ("policy",)
 HELP = "evaluate a policy (checkpoint dir or teacher) in simulation: success with 95% CI, failures, latency, videos"
 
 @dataclasses.dataclass
@@ -23,16 +25,29 @@ class Config:
     progress: bool = True
     env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-def run(cfg: DictConfig) -> None:
+def check(cfg: DictConfig) -> None:
+    """Value checks run before anything is written."""
     from training.errors import TrainingError
-    from training.evaluation import evaluate, load_policy
-    from training.evaluation.envs_spec import resolve_env_ids
-    from training.runtime import seed_everything
 
     if cfg.episodes <= 0:
         raise TrainingError(f"episodes must be a positive integer, got {cfg.episodes}; use episodes=1 or more")
     if cfg.num_envs <= 0:
         raise TrainingError(f"num_envs must be a positive integer, got {cfg.num_envs}; use num_envs=1 or more")
+    from pathlib import Path
+
+    from training.evaluation.envs_spec import resolve_env_ids
+
+    resolve_env_ids(cfg.env)
+    if cfg.policy != "teacher" and not Path(cfg.policy).exists():
+        raise TrainingError(f"policy '{cfg.policy}' does not exist; pass policy=teacher or a checkpoint directory")
+
+
+def run(cfg: DictConfig) -> None:
+    from training.evaluation import evaluate, load_policy
+    from training.evaluation.envs_spec import resolve_env_ids
+    from training.runtime import seed_everything
+
+    check(cfg)
     seed_everything(cfg.seed)
     env_ids = resolve_env_ids(cfg.env)
     policy = load_policy(cfg.policy, device=cfg.device)
