@@ -18,7 +18,7 @@ def list_env_ids() -> list[str]:
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
-    """Make one env by id: `alloy/Nav-<Embodiment>-v0` or `metaworld/<task>`."""
+    """Make one env by id: `alloy/Nav-<Embodiment>-v0`, `metaworld/<task>`, or any registered Gymnasium id."""
     if env_id.startswith(METAWORLD_PREFIX):
         from envs import metaworld
 
@@ -28,6 +28,8 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
                 f"unknown Meta-World task {task!r}; known tasks: {', '.join(metaworld.TASKS)}"
             )
         return metaworld.make_metaworld_env(task, **kwargs)
+    if env_id not in nav.ENV_IDS and env_id in gym.registry:
+        return gym.make(env_id, **kwargs)  # any other registered Gymnasium env (it has no teacher)
     if env_id not in nav.ENV_IDS:
         raise EnvError(f"unknown env id {env_id!r}; known ids: {', '.join(list_env_ids())}")
     return gym.make(env_id, **kwargs)
