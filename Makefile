@@ -39,7 +39,7 @@ system-deps:
 	fi
 
 demo: setup
-	$(VENV)/bin/alloy pipeline experiment=quickstart
+	$(VENV)/bin/alloy pipeline
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
