@@ -24,15 +24,18 @@ START=$(date +%s)
 echo "alloy gpu smoke: device=$DEVICE steps=$STEPS batch=$BATCH episodes=$EPISODES out=$OUT"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 
-# 1. data
-"$PY" - "$WORKERS" $TASKS <<'PYEOF'
+# 1. data (a script file, not stdin: the collection workers are spawned processes that re-import it)
+cat > "$OUT/collect_demos.py" <<'PYEOF'
 import sys, time
 from training.collect import collect, select_targets
-t0 = time.perf_counter()
-targets = select_targets("metaworld_mt50", tasks=sys.argv[2:], name="expert")
-res = collect(targets, episodes=10, seed=0, workers=int(sys.argv[1]), progress=False)
-print(f"collected {sum(r.kept for r in res)} demos ({sum(r.steps for r in res)} steps) in {time.perf_counter() - t0:.1f} s")
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    targets = select_targets("metaworld_mt50", tasks=sys.argv[2:], name="expert")
+    res = collect(targets, episodes=10, seed=0, workers=int(sys.argv[1]), progress=False)
+    print(f"collected {sum(r.kept for r in res)} demos ({sum(r.steps for r in res)} steps) in {time.perf_counter() - t0:.1f} s")
 PYEOF
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$OUT/collect_demos.py" "$WORKERS" $TASKS
 
 # 2-3. train + evaluate each denoiser (evaluation runs at the last step and selects checkpoints/best)
 COMMON=("dataset=metaworld/*/expert-v0" "device=$DEVICE" "trainer.max_steps=$STEPS" "trainer.batch_size=$BATCH"
