@@ -161,3 +161,13 @@ def test_edm_training_sigmas_are_truncated_log_logistic():
     assert sigma.min() >= 0.001 and sigma.max() <= 80
     # median of the log-logistic is exp(loc) = 0.5; the truncation barely moves it
     assert abs(sigma.median().item() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_training_forward_runs_under_bf16_autocast(net):
+    """The CUDA path trains under bf16 autocast; the CPU autocast exercises the same dtype mixing."""
+    policy = Policy(small_spec(net, "edm"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = policy.compute_loss(batch())
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)

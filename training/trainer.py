@@ -218,7 +218,7 @@ class Trainer:
         raise TrainingError(f"{what} at step {self.step}; training stopped and {kept}. Lower trainer.lr, keep "
                             f"trainer.grad_clip > 0, or check the dataset for NaN/inf values")
 
-    def evaluate(self) -> dict | None:
+    def evaluate(self, logs: "_Logs | None" = None) -> dict | None:
         if self.evaluator is None or not self.dist.is_main:
             return None
         policy = self.ema_policy
@@ -228,6 +228,8 @@ class Trainer:
         rate = report["overall"]["success_rate"]
         entry = {"step": self.step, "success_rate": rate}
         self.history.append(entry)
+        if logs is not None and logs.tb is not None and rate is not None:
+            logs.tb.add_scalar("eval/success_rate", rate, self.step)
         if rate is not None and rate > self.best.get("success_rate", -1.0):
             self.best = dict(entry)
             self.save("best")
@@ -271,7 +273,7 @@ class Trainer:
                     self.history.append({"step": self.step, "loss": row["loss"]})
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self._sync_elapsed(t0)
-                    self.evaluate()
+                    self.evaluate(logger)
                     t0 = time.perf_counter()
                     barrier(self.dist)
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.max_steps:

@@ -1,4 +1,8 @@
-"""`alloy train`: imitation-learning training of a diffusion policy (denoiser x process x scheme) on datasets."""
+"""`alloy train`: imitation-learning training of a diffusion policy (denoiser x process x scheme) on datasets.
+
+Data parallel: `torchrun --nproc_per_node=N -m alloy.cli train ... hydra.run.dir=<dir>` (give the run directory
+explicitly so that every process agrees on it; only rank 0 writes checkpoints and logs).
+"""
 
 from __future__ import annotations
 
@@ -98,11 +102,8 @@ def make_evaluator(dataset, cfg: DictConfig):
 
 
 def run(cfg: DictConfig) -> None:
-    import torch
-
     from policies import DiffusionConfig as D, NetConfig as N, SchemeConfig as S
     from training.data import WindowDataset
-    from training.errors import TrainingError
     from training.policy_build import build_policy
     from training.runtime import resolve_device, seed_everything
     from training.trainer import Trainer, TrainerConfig as T
@@ -122,8 +123,6 @@ def run(cfg: DictConfig) -> None:
     n_params = sum(p.numel() for p in policy.parameters())
     log.info("%s x %s x %s: %.2fM parameters, %d windows from %d dataset(s), device %s", net.name, diffusion.name,
              scheme.name, n_params / 1e6, len(dataset), len(ids), device)
-    if cfg.resume and not (torch.cuda.is_available() or device.type == "cpu"):
-        raise TrainingError("resume needs the device the run was trained on")
     evaluator = make_evaluator(dataset, cfg) if trainer_cfg.eval_every else None
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(policy, dataset, trainer_cfg, cfg.run_dir, device, seed=cfg.seed, config=config,

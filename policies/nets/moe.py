@@ -55,7 +55,7 @@ class MoEFeedForward(nn.Module):
             if rows.numel() == 0:
                 continue
             w = (weights * chosen).sum(dim=-1)[rows].to(x.dtype)
-            out.index_add_(0, rows, expert(x[rows]) * w[:, None])
+            out.index_add_(0, rows, (expert(x[rows]) * w[:, None]).to(out.dtype))
         num = len(self.experts)
         frac = F.one_hot(experts, num).sum(dim=1).float().mean(dim=0) / experts.shape[-1]
         balance = num * (probs.mean(dim=0) * frac).sum()
