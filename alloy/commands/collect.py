@@ -1,0 +1,128 @@
+"""`alloy collect`: roll out a teacher in parallel workers and write Minari demonstration datasets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List
+
+from omegaconf import DictConfig, OmegaConf
+
+from envs.suites import SuiteConfig
+
+HELP = "roll out a teacher (nav planner, Meta-World expert or saved policy) and write Minari datasets"
+# `embodiment=<robot>` is a plain value here, although `embodiment` is also a config group of other commands.
+VALUE_KEYS = ("embodiment",)
+
+log = logging.getLogger("alloy.collect")
+
+
+@dataclasses.dataclass
+class Config:
+    suite: SuiteConfig = dataclasses.field(default_factory=SuiteConfig)
+    tasks: List[str] = dataclasses.field(default_factory=list)
+    embodiment: str = ""
+    episodes_per_task: int = 10
+    episodes: int = 0
+    only_success: bool = True
+    max_attempts_factor: int = 3
+    teacher: str = "teacher"
+    name: str = ""
+    workers: int = 0
+    stop_on_success: bool = True
+    env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    overwrite: bool = False
+    embed_instructions: bool = True
+    progress: bool = True
+
+
+def episodes_of(cfg: DictConfig) -> int:
+    return int(cfg.episodes) if cfg.episodes > 0 else int(cfg.episodes_per_task)
+
+
+def targets_of(cfg: DictConfig):
+    from training.collect import select_targets
+
+    return select_targets(
+        cfg.suite.name,
+        tasks=list(cfg.tasks),
+        embodiment=cfg.embodiment,
+        teacher=cfg.teacher,
+        name=cfg.name,
+        env_kwargs=OmegaConf.to_container(cfg.env_kwargs, resolve=True),
+        stop_on_success=cfg.stop_on_success,
+    )
+
+
+def check(cfg: DictConfig) -> None:
+    """Value checks that run before anything is written."""
+    from training.errors import TrainingError
+
+    if episodes_of(cfg) < 1:
+        raise TrainingError(f"episodes_per_task must be >= 1, got {cfg.episodes_per_task}")
+    if cfg.workers < 0:
+        raise TrainingError(f"workers must be >= 0 (0: one per CPU core), got {cfg.workers}")
+    if cfg.max_attempts_factor < 1:
+        raise TrainingError(f"max_attempts_factor must be >= 1, got {cfg.max_attempts_factor}")
+    if cfg.teacher != "teacher" and not Path(cfg.teacher).expanduser().is_dir():
+        raise TrainingError(f"teacher {cfg.teacher!r} does not exist; pass teacher=teacher or a saved policy directory")
+    targets_of(cfg)
+
+
+def run(cfg: DictConfig) -> None:
+    from training.collect import collect
+    from training.datasets_io import data_root
+    from training.runtime import resolve_device, seed_everything
+
+    check(cfg)
+    seed_everything(cfg.seed)
+    targets = targets_of(cfg)
+    episodes = episodes_of(cfg)
+    log.info("collecting %d episode(s) in each of %d env(s) with teacher=%s into %s",
+             episodes, len(targets), cfg.teacher, data_root())
+    results = collect(
+        targets,
+        episodes=episodes,
+        seed=cfg.seed,
+        workers=cfg.workers,
+        only_success=cfg.only_success,
+        teacher=cfg.teacher,
+        max_attempts_factor=cfg.max_attempts_factor,
+        overwrite=cfg.overwrite,
+        device=str(resolve_device(cfg.device)) if cfg.teacher != "teacher" else "cpu",
+        progress=cfg.progress,
+        embed_instructions=cfg.embed_instructions,
+    )
+    per_env = [r.summary() for r in results]
+    attempts = sum(r.attempts for r in results)
+    successes = sum(r.successes for r in results)
+    report: dict[str, Any] = {
+        "suite": cfg.suite.name,
+        "teacher": cfg.teacher,
+        "seed": int(cfg.seed),
+        "episodes_per_env": episodes,
+        "only_success": bool(cfg.only_success),
+        "data_root": str(data_root()),
+        "overall": {
+            "attempts": attempts,
+            "successes": successes,
+            "success_rate": successes / attempts if attempts else 0.0,
+            "mean_task_success_rate": sum(r.success_rate for r in results) / len(results),
+            "episodes_kept": sum(r.kept for r in results),
+            "steps_kept": sum(r.steps for r in results),
+        },
+        "per_env": per_env,
+    }
+    out = Path(cfg.run_dir) / "collect.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    for s in per_env:
+        log.info("%-36s teacher success %5.1f%% (%d/%d), kept %d episodes, %d steps -> %s", s["env_id"],
+                 100 * s["success_rate"], s["successes"], s["attempts"], s["episodes_kept"], s["steps_kept"],
+                 s["dataset_id"])
+    o = report["overall"]
+    print(f"teacher success {o['success_rate']:.1%} over {o['attempts']} rollouts in {len(results)} env(s) "
+          f"(mean per env {o['mean_task_success_rate']:.1%}); kept {o['episodes_kept']} episodes, "
+          f"{o['steps_kept']} steps under {report['data_root']}; report: {out}")
