@@ -172,7 +172,9 @@ class MetaWorldTaskEnv(gym.Env):
         self.action_space.seed(int(seed))
 
     def _observation(self) -> dict[str, np.ndarray]:
-        return {"state": self._raw_obs.astype(np.float32), "task": self._one_hot.copy()}
+        space = self.observation_space["state"]  # Meta-World clips step observations but not the reset one
+        state = np.clip(self._raw_obs.astype(np.float32), space.low, space.high)
+        return {"state": state, "task": self._one_hot.copy()}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
