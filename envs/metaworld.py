@@ -133,6 +133,7 @@ class MetaWorldTaskEnv(gym.Env):
         self.max_episode_steps = int(max_episode_steps)
         self.terminate_on_success = bool(terminate_on_success)
         self.render_mode = render_mode
+        self._camera_name = camera_name
 
         sim = ALL_V3_ENVIRONMENTS[task](render_mode=render_mode, camera_name=camera_name, width=width, height=height)
         # The goal is observable and each reset draws new positions from the env's own RNG (see module docstring).
@@ -215,7 +216,20 @@ class MetaWorldTaskEnv(gym.Env):
         return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
 
     def render(self):
-        return self._sim.render()
+        frame = self._sim.render()
+        if frame is not None and self._camera_upside_down():
+            frame = np.ascontiguousarray(frame[::-1, ::-1])  # a 180-degree roll of the camera, not a mirror
+        return frame
+
+    def _camera_upside_down(self) -> bool:
+        """Meta-World's corner cameras have their up axis pointing down; their frames are turned upright."""
+        if self._camera_name is None:
+            return False
+        import mujoco
+
+        sim = self._sim
+        cam = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_CAMERA, self._camera_name)
+        return cam >= 0 and float(sim.data.cam_xmat[cam].reshape(3, 3)[2, 1]) < 0.0
 
     def close(self) -> None:
         self._sim.close()

@@ -111,3 +111,13 @@ def test_suites():
     with pytest.raises(EnvError) as e:
         suite_env_ids("mt11")
     assert all(s in str(e.value) for s in SUITES)
+
+
+def test_render_turns_upside_down_corner_cameras_upright():
+    env = metaworld.make_metaworld_env("drawer-open-v3", render_mode="rgb_array", width=64, height=48)
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+    raw = env.unwrapped._sim.render()  # Meta-World's own frame of the same state
+    np.testing.assert_array_equal(frame, raw[::-1, ::-1])
+    env.close()
