@@ -76,6 +76,16 @@ class SchemeConfig:
 
     name: str = "chunk"
     action_horizon: int = 8  # Ta: actions executed from each chunk
+    # streaming: a rolling buffer whose noise level rises chunk by chunk along the horizon
+    stream_chunks: int = 0  # noise chunks of Ta actions after the current step; 0: as many as fit in Tp-To+1
+    stream_calls: int = 1  # denoiser calls per replanning; the buffer has stream_chunks * stream_calls levels
+    stream_constant_prob: float = 0.1  # share of training samples with one level over the whole buffer
+    # truncated: denoise k-means anchors from a small noise level, execute the best-scoring mode
+    num_anchors: int = 20
+    trunc_fraction: float = 0.05  # noise band as a fraction of the process's range (t < 0.05 T under DDPM)
+    trunc_steps: int = 2  # denoiser calls per replanning (each over all anchors at once)
+    score_weight: float = 1.0  # weight of the mode classification loss
+    train_modes: int = 0  # anchors denoised per training sample (the positive one + random others); 0: all
 
 
 @dataclass

@@ -22,6 +22,7 @@ from policies.atomic import atomic_dir, resolve_dir
 from policies.config import FORMAT, FORMAT_VERSION, PolicySpec
 from policies.diffusion import build_process
 from policies.errors import PolicyError
+from policies.expert_cache import ExpertCache, engaged
 from policies.nets import NetDims, build_net
 from policies.normalizer import Normalizer
 from policies.random_source import RandomSource
@@ -60,6 +61,11 @@ class Policy(nn.Module):
         if spec.uses_language:
             self.register_buffer("lang_table", torch.zeros(spec.obs_dims[n.lang_key], spec.lang_dim))
         self.scheme = build_scheme(spec.scheme, n.obs_horizon, n.pred_horizon, spec.action_dim)
+        bind = getattr(self.scheme, "bind", None)  # schemes with parts sized by the denoiser (truncated's score head)
+        if bind is not None:
+            bind(self)
+        # MoDE routes by noise level only: reuse routing and fused experts at fixed levels (on by default).
+        self.expert_cache = ExpertCache.for_net(self.net)
         self._history: torch.Tensor | None = None  # (B, To, F) normalised features
         self._fresh: torch.Tensor | None = None  # (B,) envs whose history restarts at the next step
         self._lang: torch.Tensor | None = None
@@ -184,7 +190,8 @@ class Policy(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            action = self.scheme.act(self)
+            with engaged(self.expert_cache, self.net):
+                action = self.scheme.act(self)
         finally:
             self.train(was_training)
         return self.normalizer.unnormalize("action", action.float()).cpu().numpy().astype(np.float32)

@@ -56,4 +56,7 @@ def build_policy(dataset, net: NetConfig, diffusion: DiffusionConfig, scheme: Sc
     policy.normalizer.fit(dataset.stats)
     if spec.uses_language:
         policy.set_language_table(language_table(dataset, net.lang_key, spec.obs_dims[net.lang_key]))
+    prepare = getattr(policy.scheme, "prepare", None)  # data-fitted scheme parts (truncated's k-means anchors)
+    if prepare is not None:
+        prepare(policy, dataset)
     return policy

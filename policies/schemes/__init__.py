@@ -6,8 +6,10 @@ from policies.config import SchemeConfig
 from policies.errors import PolicyError
 from policies.schemes.base import Scheme, SchemeHost
 from policies.schemes.chunk import ChunkScheme
+from policies.schemes.streaming import StreamingScheme
+from policies.schemes.truncated import TruncatedScheme
 
-SCHEMES: dict[str, type[Scheme]] = {"chunk": ChunkScheme}
+SCHEMES: dict[str, type[Scheme]] = {"chunk": ChunkScheme, "streaming": StreamingScheme, "truncated": TruncatedScheme}
 
 
 def build_scheme(cfg: SchemeConfig, obs_horizon: int, pred_horizon: int, action_dim: int) -> Scheme:
