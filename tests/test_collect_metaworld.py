@@ -129,3 +129,45 @@ def test_cli_rejects_bad_values_before_writing(tmp_path, capsys):
     assert cli.main(["collect", "suite=metaworld_mt11", f"hydra.run.dir={run_dir}"]) == 2
     assert "metaworld_mt50" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def test_saved_policy_teacher_rolls_out_through_from_pretrained(tmp_path):
+    policies = pytest.importorskip("policies")
+    build = pytest.importorskip("training.policy_build")
+    from gymnasium import spaces
+
+    from training.datasets_io import Episode, write_dataset
+
+    # A tiny dataset in Meta-World's spaces (no instruction, so no encoder), a small policy saved from it.
+    rng = np.random.default_rng(0)
+    T = 12
+    task = np.zeros((T + 1, 50), np.float32)
+    task[:, 40] = 1.0
+    write_dataset(
+        "test/reach/x-v0",
+        [Episode({"state": rng.standard_normal((T + 1, 39)).astype(np.float32), "task": task},
+                 rng.uniform(-1, 1, (T, 4)).astype(np.float32), np.zeros(T), np.r_[np.zeros(T - 1, bool), True],
+                 np.zeros(T, bool))],
+        {"suite": "test"},
+        observation_space=spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (39,), np.float32),
+                                       "task": spaces.Box(0, 1, (50,), np.float32)}),
+        action_space=spaces.Box(-1, 1, (4,), np.float32),
+    )
+    windows = WindowDataset("test/reach/x-v0", 2, 8)
+    policy = build.build_policy(
+        windows,
+        policies.NetConfig(name="mlp", d_model=16, n_layers=1, pred_horizon=8, mlp_hidden=16),
+        policies.DiffusionConfig(name="regression", num_inference_steps=2),
+        policies.SchemeConfig(action_horizon=4),
+    )
+    ckpt = tmp_path / "ckpt"
+    policy.save_pretrained(ckpt)
+
+    targets = select_targets("metaworld_mt10", tasks=["reach-v3"], teacher=str(ckpt), env_kwargs={"max_episode_steps": 6})
+    assert targets[0].dataset_id == "metaworld/reach-v3/policy-v0"
+    results = collect(targets, episodes=1, workers=1, teacher=str(ckpt), only_success=False, progress=False,
+                      embed_instructions=False)
+    assert results[0].attempts == 1 and results[0].steps == 6
+    data_root()
+    meta = minari.load_dataset("metaworld/reach-v3/policy-v0").storage.metadata["alloy"]
+    assert meta["teacher_kind"] == "policy" and meta["teacher_path"] == str(ckpt.resolve())

@@ -331,6 +331,10 @@ def collect(
                 bar.total += len(jobs)
                 bar.refresh()
 
+    for r in results:
+        if r.kept < episodes:
+            log.warning("%s: kept %d of %d episodes (%d/%d rollouts succeeded); raise max_attempts_factor for more",
+                        r.env_id, r.kept, episodes, r.successes, r.attempts)
     _write_all(targets, results, seed, teacher, only_success, embed_instructions, overwrite)
     return results
 
