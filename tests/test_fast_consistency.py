@@ -1,0 +1,69 @@
+"""Consistency distillation: the student starts as its teacher, the loss trains the student, round trip."""
+
+import numpy as np
+import pytest
+import torch
+
+from distill.consistency import (ConsistencyConfig, ConsistencyLoss, load_student, make_student, save_student,
+                                 set_student_steps)
+from distill.errors import DistillError
+from policies import DiffusionConfig, NetConfig, Policy, PolicySpec, SchemeConfig
+from policies.random_source import RandomSource
+
+TO, TP, DA, DS, B = 2, 8, 2, 4, 16
+
+
+def teacher(net="dit", process="edm"):
+    torch.manual_seed(0)
+    return Policy(PolicySpec(
+        obs_dims={"state": DS}, action_dim=DA,
+        net=NetConfig(name=net, d_model=32, n_heads=4, n_layers=2, mlp_hidden=64, obs_horizon=TO, pred_horizon=TP),
+        diffusion=DiffusionConfig(name=process, num_inference_steps=5), scheme=SchemeConfig(action_horizon=4))).eval()
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    state = torch.randn(B, TO, DS, generator=g)
+    return {"obs": {"state": state}, "action": torch.tanh(state[:, -1:, :DA] + torch.linspace(0, 1, TP)[None, :, None])}
+
+
+@pytest.mark.parametrize("net", ["dit", "mode", "mdt", "mlp"])
+def test_consistency_loss_sends_gradient_into_the_student(net):
+    t = teacher(net)
+    student = make_student(t, steps=1, grid=10).train()
+    target = make_student(t, steps=1, grid=10).eval().requires_grad_(False)
+    loss, parts = ConsistencyLoss(student, target, t, ConsistencyConfig(grid=10, dsm_weight=0.0))(
+        batch(), RandomSource.for_step(0, 0, B, "cpu"))
+    assert set(parts) == {"consistency"} and loss.requires_grad
+    loss.backward()
+    inner = [p.grad for n, p in student.net.inner.named_parameters() if p.requires_grad]
+    assert sum(float(g.abs().sum()) for g in inner if g is not None) > 0  # the published code's loss trained nothing
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.net.s_embed.parameters())
+    assert all(p.grad is None for p in t.parameters()) and all(p.grad is None for p in target.parameters())
+
+
+def test_student_starts_as_the_teacher_and_round_trips(tmp_path):
+    t = teacher()
+    student = make_student(t, steps=1, grid=10).eval()
+    x, ctx = torch.randn(3, TP, DA), t.net.encode(torch.randn(3, TO, DS))
+    level = torch.rand(3)
+    with torch.no_grad():
+        assert torch.equal(student.net.denoise(x, level, ctx, s=torch.rand(3)), t.net.denoise(x, level, ctx))
+    obs = {"state": np.random.default_rng(0).standard_normal((3, DS)).astype(np.float32)}
+    set_student_steps(student, 3)
+    assert student.process.num_net_calls() == 3 and student.process.taus[-1] == 0.0
+    save_student(student, tmp_path / "s")
+    loaded = load_student(tmp_path / "s")
+    torch.manual_seed(0)
+    a = student.act(obs)
+    torch.manual_seed(0)
+    assert np.array_equal(a, loaded.act(obs))
+
+
+def test_only_edm_teachers_are_distilled(tmp_path):
+    with pytest.raises(DistillError, match="EDM teacher"):
+        make_student(teacher(process="ddim"))
+    t = teacher()
+    t.save_pretrained(tmp_path / "t")
+    with pytest.raises(DistillError, match="not a consistency student"):
+        load_student(tmp_path / "t")
