@@ -26,7 +26,7 @@ from envs.nav.embodiments import (
     resolve_randomization,
 )
 from envs.nav.layout import BOX, CYLINDER, Layout, LayoutConfig, sample_layout
-from envs.nav.teacher import PlannerTeacher
+from envs.nav.teacher import HEADINGS, PlannerTeacher
 
 OBSTACLE_HALF_HEIGHT = 0.25
 PARKED_Z = -5.0  # unused obstacle slots wait below the floor, out of every lidar ray
@@ -78,6 +78,7 @@ class NavEnv(gym.Env):
         reward_collision: float = -10.0,
         reward_time: float = 0.0,
         teacher_randomize: bool = True,
+        teacher_heading: str = "goal",
         render_width: int = 480,
         render_height: int = 480,
         render_camera: str = "overhead",
@@ -114,6 +115,9 @@ class NavEnv(gym.Env):
         self.reward_weights = dict(progress=float(reward_progress), success=float(reward_success),
                                    collision=float(reward_collision), time=float(reward_time))
         self.teacher_randomize = bool(teacher_randomize)
+        if teacher_heading not in HEADINGS:
+            raise EnvError(f"teacher_heading={teacher_heading!r} is unknown; choose one of: {', '.join(HEADINGS)}")
+        self.teacher_heading = teacher_heading
         if not (16 <= render_width <= 1920 and 16 <= render_height <= 1920):
             raise EnvError(f"render size {render_width}x{render_height} must be within 16..1920 pixels")
         m.vis.global_.offwidth = max(m.vis.global_.offwidth, int(render_width))
@@ -289,7 +293,8 @@ class NavEnv(gym.Env):
         mujoco.mj_forward(m, d)
         self._layout = layout
         self._teacher = PlannerTeacher(layout, self.arena_half, self.layout_cfg.clearance, self.footprint,
-                                       seed=teacher_seed, randomize=self.teacher_randomize)
+                                       seed=teacher_seed, randomize=self.teacher_randomize,
+                                       heading=self.teacher_heading)
         self._steps = 0
         self._last_cmd = np.zeros(3)
         self._distance = self._goal_distance()

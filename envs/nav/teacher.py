@@ -1,9 +1,13 @@
 """The privileged teacher: plans on the known obstacle map and follows the plan with holonomic commands.
 
 It sees the true layout and pose (privileged), so it is a demonstrator, not a policy. Its command is
-always the holonomic one (vx, vy, yaw rate): it faces the direction of travel so that a robot which
-cannot strafe still gets a usable command, but it never adapts to the robot's limits. That gap is
-what residual RL closes. With `randomize`, each episode's plan uses a seeded random cost field, so
+always the holonomic one (vx, vy, yaw rate) and it never adapts to the robot's limits: that gap is what
+residual RL closes. Translation and heading are separate objectives, as on a real omnidirectional base:
+the robot translates along the path in whatever body-frame direction it points, and the heading mode
+decides where the robot faces meanwhile (see `HEADINGS`). The default, "goal", turns toward the goal
+at a limited rate, so much of the motion is sideways or backwards, which a robot that cannot strafe
+cannot copy. "path" is the old behaviour (face the direction of travel), which a differential drive
+can follow almost exactly. With `randomize`, each episode's plan uses a seeded random cost field, so
 demonstrations go both ways around obstacles.
 """
 
@@ -13,6 +17,7 @@ import math
 
 import numpy as np
 
+from envs.errors import EnvError
 from envs.nav.layout import Layout
 from envs.nav.planner import CostToGo
 
@@ -21,6 +26,15 @@ CRUISE = 0.8  # fraction of the robot's max speed
 MIN_SPEED = 0.35  # fraction of cruise kept in the sharpest turn
 YAW_GAIN = 2.5  # rad/s of yaw rate per rad of heading error
 PATH_CELLS = 24  # how much of the path ahead is examined each step
+GOAL_TURN_RATE = 0.25  # "goal" heading: yaw rate cap as a fraction of the robot's max yaw rate
+GOAL_TURN_STOP = 0.6  # m; within this of the goal the "goal" heading stops turning (its bearing swings)
+
+# Heading modes: where the robot faces while it translates along the path.
+HEADINGS: dict[str, str] = {
+    "goal": "turn toward the goal at a limited rate, translating in any body direction (default)",
+    "hold": "keep the start heading, translating in any body direction (a policy cannot observe that heading)",
+    "path": "face the direction of travel (a differential drive can follow this almost exactly)",
+}
 
 
 def wrap_angle(a: float) -> float:
@@ -28,7 +42,11 @@ def wrap_angle(a: float) -> float:
 
 
 class PlannerTeacher:
-    """Dijkstra cost-to-go on an inflated grid + carrot following with line-of-sight shortcuts."""
+    """Dijkstra cost-to-go on an inflated grid + carrot following with line-of-sight shortcuts.
+
+    `heading` (one of `HEADINGS`) only sets the yaw-rate command; the route and the world-frame
+    velocity along it are the same in every mode.
+    """
 
     def __init__(
         self,
@@ -38,9 +56,14 @@ class PlannerTeacher:
         footprint: float,
         seed: int | None,
         randomize: bool = True,
+        heading: str = "goal",
     ):
+        if heading not in HEADINGS:
+            raise EnvError(f"teacher heading {heading!r} is unknown; choose one of: {', '.join(HEADINGS)}")
         self.layout, self.arena_half = layout, arena_half
         self.clearance, self.footprint = clearance, footprint
+        self.heading = heading
+        self.hold_yaw = float(layout.start[2])
         self.rng = np.random.default_rng(seed) if randomize else None
         self._field: CostToGo | None = None
 
@@ -96,27 +119,45 @@ class PlannerTeacher:
         c, s = math.cos(yaw), math.sin(yaw)
         vx = c * v_world[0] + s * v_world[1]
         vy = -s * v_world[0] + c * v_world[1]
-        heading_error = wrap_angle(math.atan2(d[1], d[0]) - yaw)
-        cmd = np.array([vx / max_speed, vy / max_speed, YAW_GAIN * heading_error / max_yaw_rate])
+        cmd = np.array([vx / max_speed, vy / max_speed, self._yaw_command(pos, yaw, d, max_yaw_rate)])
         return np.clip(cmd, -1.0, 1.0).astype(np.float32)
+
+    def _yaw_command(self, pos: np.ndarray, yaw: float, to_carrot: np.ndarray, max_yaw_rate: float) -> float:
+        """Normalised yaw rate for the heading mode; translation does not depend on it."""
+        if self.heading == "path":
+            error = wrap_angle(math.atan2(to_carrot[1], to_carrot[0]) - yaw)
+            return YAW_GAIN * error / max_yaw_rate
+        if self.heading == "hold":
+            return YAW_GAIN * wrap_angle(self.hold_yaw - yaw) / max_yaw_rate
+        to_goal = np.asarray(self.layout.goal) - pos
+        if float(np.linalg.norm(to_goal)) < GOAL_TURN_STOP:
+            return 0.0
+        error = wrap_angle(math.atan2(to_goal[1], to_goal[0]) - yaw)
+        return float(np.clip(YAW_GAIN * error / max_yaw_rate, -GOAL_TURN_RATE, GOAL_TURN_RATE))
 
 
 def evaluate_teacher(embodiment: str, episodes: int, seed: int = 0, **env_kwargs) -> dict:
     """Run the teacher's commands unchanged on a robot for `episodes` seeded episodes.
 
-    Returns success, collision and timeout rates and the mean time of successful episodes. Episode i
-    uses seed `seed + i`, so every robot sees the same layouts.
+    Returns success, collision and timeout rates, the mean time of successful episodes, and
+    `lateral_share`: over all episodes, the distance the robot moved sideways in its own frame divided
+    by the distance it moved (sum of |vy| dt over sum of |v| dt; 0 for a robot that only drives
+    forward or back). Episode i uses seed `seed + i`, so every robot sees the same layouts.
     """
     from envs.nav.env import NavEnv
 
     env = NavEnv(embodiment=embodiment, **env_kwargs)
     counts = {"success": 0, "collision": 0, "timeout": 0}
     times = []
+    lateral = travelled = 0.0
     try:
         for i in range(episodes):
             env.reset(seed=seed + i)
             while True:
                 _, _, terminated, truncated, info = env.step(env.teacher_action())
+                v = env.body_velocity()
+                lateral += abs(float(v[1]))
+                travelled += math.hypot(float(v[0]), float(v[1]))
                 if terminated or truncated:
                     break
             if info["is_success"]:
@@ -136,4 +177,5 @@ def evaluate_teacher(embodiment: str, episodes: int, seed: int = 0, **env_kwargs
         "collision_rate": counts["collision"] / max(episodes, 1),
         "timeout_rate": counts["timeout"] / max(episodes, 1),
         "mean_success_time": float(np.mean(times)) if times else float("nan"),
+        "lateral_share": lateral / travelled if travelled > 0 else 0.0,
     }
