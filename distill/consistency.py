@@ -258,7 +258,7 @@ def distill_consistency(teacher: Policy, dataset, cfg: ConsistencyConfig, device
             for pt, ps in zip(target.parameters(), student.parameters()):
                 pt.lerp_(ps.detach(), 1 - cfg.target_ema)
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     return student.eval()
 
 

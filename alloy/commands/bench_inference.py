@@ -18,8 +18,8 @@ PRESETS = {
     "full": dict(demos=100, net="dit", d_model=256, n_layers=6, n_heads=4, train_steps=20000, batch_size=256, lr=3e-4,
                  distill_steps=5000, eval_episodes=50, eval_num_envs=8, latency_window=40, latency_repeats=10,
                  b64_repeats=3, num_anchors=20, train_modes=0, consistency_steps=[1, 3]),
-    "quick": dict(demos=20, net="dit", d_model=64, n_layers=2, n_heads=4, train_steps=1500, batch_size=64, lr=1e-3,
-                  distill_steps=500, eval_episodes=10, eval_num_envs=5, latency_window=40, latency_repeats=5,
+    "quick": dict(demos=20, net="dit", d_model=64, n_layers=2, n_heads=4, train_steps=800, batch_size=64, lr=1e-3,
+                  distill_steps=300, eval_episodes=6, eval_num_envs=3, latency_window=40, latency_repeats=3,
                   b64_repeats=2, num_anchors=8, train_modes=4, consistency_steps=[1]),
 }
 
