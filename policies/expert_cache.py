@@ -125,8 +125,8 @@ def engaged(cache: "ExpertCache | None", net):
     """Route `net.denoise` through the cache for the duration of one control step (no-op without a cache)."""
     from policies.nets.mode import MoDE
 
-    if cache is None or not cache.enabled or not isinstance(net, MoDE):
-        yield
+    if cache is None or not cache.enabled or not isinstance(net, MoDE) or "denoise" in vars(net):
+        yield  # no cache, or `denoise` is already wrapped on this instance (instrumentation): leave it alone
         return
     net.denoise = lambda x, level, ctx: cache.denoise(net, x, level, ctx)
     try:
