@@ -6,11 +6,13 @@
 #   4. prints one table and writes everything to $OUT (default: a fresh temp dir).
 # Usage: benchmarks/gpu_smoke.sh            # on a CUDA machine
 #        benchmarks/gpu_smoke.sh --cpu      # dry check of the same steps on CPU (tiny step counts)
+#        SMOKE_DATA=dir benchmarks/gpu_smoke.sh   # reuse demonstrations collected elsewhere (an ALLOY_DATA_DIR with
+#                                                 # metaworld/<task>/expert-v0 for the three tasks) instead of collecting
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
-DEVICE=cuda; STEPS=${STEPS:-3000}; EPISODES=${EPISODES:-10}; BATCH=${BATCH:-256}; WORKERS=${WORKERS:-8}
+DEVICE=cuda; STEPS=${STEPS:-1500}; EPISODES=${EPISODES:-10}; BATCH=${BATCH:-256}; WORKERS=${WORKERS:-8}
 if [ "${1:-}" = "--cpu" ]; then DEVICE=cpu; STEPS=20; EPISODES=2; BATCH=32; WORKERS=2; fi
 if [ "$DEVICE" = cuda ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "error: no CUDA device visible to torch; run with --cpu for a dry check" >&2; exit 2
@@ -35,7 +37,11 @@ if __name__ == "__main__":
     res = collect(targets, episodes=10, seed=0, workers=int(sys.argv[1]), progress=False)
     print(f"collected {sum(r.kept for r in res)} demos ({sum(r.steps for r in res)} steps) in {time.perf_counter() - t0:.1f} s")
 PYEOF
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$OUT/collect_demos.py" "$WORKERS" $TASKS
+if [ -n "${SMOKE_DATA:-}" ]; then
+    cp -r "$SMOKE_DATA" "$ALLOY_DATA_DIR" && echo "reusing the demonstrations in $SMOKE_DATA"
+else
+    PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$OUT/collect_demos.py" "$WORKERS" $TASKS
+fi
 
 # 2-3. train + evaluate each denoiser (evaluation runs at the last step and selects checkpoints/best)
 COMMON=("dataset=metaworld/*/expert-v0" "device=$DEVICE" "trainer.max_steps=$STEPS" "trainer.batch_size=$BATCH"

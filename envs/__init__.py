@@ -16,5 +16,6 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
 
 from envs.errors import EnvError  # noqa: E402
 from envs.registry import list_env_ids, make_env  # noqa: E402
+from envs import metaworld as _metaworld  # noqa: E402,F401  registers metaworld/<task> with Gymnasium
 
 __all__ = ["EnvError", "list_env_ids", "make_env"]
