@@ -22,10 +22,24 @@ def _is_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / "config.yaml").is_file() and (path / "model.safetensors").is_file()
 
 
+def _config_sections(path: Path) -> set[str]:
+    import yaml
+
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return set()  # Policy.from_pretrained reports what is wrong with the file
+    return set(config) if isinstance(config, dict) else set()
+
+
 def _load_checkpoint(path: Path, device: str) -> Any:
     from policies import Policy
     from training.runtime import resolve_device
 
+    if "consistency" in _config_sections(path):  # a distilled student samples with its own few-step sampler
+        from distill.consistency import load_student
+
+        return load_student(path, device=resolve_device(device))
     return Policy.from_pretrained(path, device=resolve_device(device))
 
 
