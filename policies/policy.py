@@ -67,8 +67,11 @@ class Policy(nn.Module):
         # MoDE routes by noise level only: reuse routing and fused experts at fixed levels (on by default).
         self.expert_cache = ExpertCache.for_net(self.net)
         self._history: torch.Tensor | None = None  # (B, To, F) normalised features
-        self._fresh: torch.Tensor | None = None  # (B,) envs whose history restarts at the next step
+        self._fresh: np.ndarray | None = None  # (B,) envs whose history restarts at the next step
         self._lang: torch.Tensor | None = None
+        self._affine_buffers: list[torch.Tensor] | None = None  # feature keys' normaliser buffers (scale, offset)
+        self._affine_stamp: tuple | None = None
+        self._affine: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ public facts
     @property
@@ -142,11 +145,11 @@ class Policy(nn.Module):
         if mask is None or self._history is None:
             self._history = self._fresh = self._lang = None
             return
-        mask = torch.as_tensor(np.asarray(mask, dtype=bool)).reshape(-1)
+        mask = np.asarray(mask, dtype=bool).reshape(-1)
         if mask.shape[0] != self._fresh.shape[0]:
             raise PolicyError(f"reset mask has {mask.shape[0]} entries but the policy runs {self._fresh.shape[0]} envs")
         self._fresh |= mask
-        self.scheme.reset(self._fresh.shape[0], mask.numpy())
+        self.scheme.reset(self._fresh.shape[0], mask)
 
     def _validate(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if not isinstance(obs, Mapping):
@@ -169,33 +172,70 @@ class Policy(nn.Module):
             out[key] = arr
         return out
 
-    @torch.no_grad()
-    def act(self, obs: Mapping[str, Any]) -> np.ndarray:
-        arrays = self._validate(obs)
-        device = self.device
-        tensors = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
-        batch = next(iter(arrays.values())).shape[0]
-        if self._history is None or self._history.shape[0] != batch:
-            self._history = torch.zeros(batch, self.obs_horizon, sum(self.spec.obs_dims[k] for k in self.feature_keys),
-                                        device=device)
-            self._fresh = torch.ones(batch, dtype=torch.bool)
-            self.scheme.reset(batch, None)
-        feat = self._features(tensors)
-        fresh = self._fresh.to(device)
-        rolled = torch.cat([self._history[:, 1:], feat[:, None]], dim=1)
-        self._history = torch.where(fresh[:, None, None], feat[:, None].expand_as(rolled), rolled)
-        self._fresh = torch.zeros_like(self._fresh)
-        if self.spec.uses_language:
-            self._lang = tensors[self.spec.net.lang_key] @ self.lang_table
-        was_training = self.training
-        self.eval()
-        try:
-            with engaged(self.expert_cache, self.net):
-                action = self.scheme.act(self)
-        finally:
-            self.train(was_training)
-        return self.normalizer.unnormalize("action", action.float()).cpu().numpy().astype(np.float32)
+    def _feature_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normaliser's (scale, offset) of the feature keys side by side, rebuilt only when a buffer changes
+        (fit, load_state_dict, a device move)."""
+        bufs = self._affine_buffers
+        if bufs is None:
+            n = self.normalizer
+            bufs = self._affine_buffers = [getattr(n, f"{k}_{part}") for part in ("scale", "offset")
+                                           for k in self.feature_keys]
+        stamp = tuple((b.data_ptr(), b._version) for b in bufs)
+        if stamp != self._affine_stamp or len(bufs) != 2 * len(self.feature_keys):
+            half = len(self.feature_keys)
+            self._affine = (torch.cat(bufs[:half]), torch.cat(bufs[half:]))
+            self._affine_stamp = stamp
+        return self._affine
 
+    def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() / .half() replace buffers: look them up again
+        self._affine_buffers = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def act(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """Actions (B, da) for a batch of observations (dict of (B, dim) arrays); keeps per-env history."""
+        arrays = self._validate(obs)
+        was_training = self.training
+        switch = was_training or self.net.training or self.scheme.training  # act always samples in eval mode
+        if switch:
+            self.eval()
+        try:
+            with torch.inference_mode():
+                return self._act(arrays)
+        finally:
+            if switch:
+                self.train(was_training)
+
+    def _act(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        device = self.device
+        keys = self.feature_keys
+        batch = arrays[keys[0]].shape[0]
+        if self._history is None or self._history.shape[0] != batch:
+            self._history = torch.zeros(batch, self.obs_horizon, sum(self.spec.obs_dims[k] for k in keys),
+                                        device=device)
+            self._fresh = np.ones(batch, dtype=bool)
+            self.scheme.reset(batch, None)
+        raw = arrays[keys[0]] if len(keys) == 1 else np.concatenate([arrays[k] for k in keys], axis=1)
+        scale, offset = self._feature_affine()
+        feat = torch.from_numpy(raw).to(device) * scale + offset
+        hist = torch.cat([self._history[:, 1:], feat[:, None]], dim=1)
+        fresh = self._fresh
+        if fresh.any():  # a fresh env's history starts as its first observation repeated
+            if fresh.all():
+                hist = feat[:, None].expand_as(hist).clone()
+            else:
+                rows = torch.from_numpy(np.flatnonzero(fresh)).to(device)
+                hist[rows] = feat[rows, None]
+            fresh[:] = False
+        self._history = hist
+        if self.spec.uses_language:
+            self._lang = torch.from_numpy(arrays[self.spec.net.lang_key]).to(device) @ self.lang_table
+        cache = self.expert_cache
+        if cache is None:
+            action = self.scheme.act(self)
+        else:
+            with engaged(cache, self.net):
+                action = self.scheme.act(self)
+        return self.normalizer.unnormalize("action", action.float()).cpu().numpy()
     def encode_current(self, rows: torch.Tensor | None = None):
         """Context for the current history of all envs or of `rows` (the scheme calls this once per step)."""
         hist, lang = self._history, self._lang

@@ -8,6 +8,7 @@ the process's documented unit. Schemes that need per-position levels use `add_no
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -22,6 +23,14 @@ def expand_like(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     while v.dim() < x.dim():
         v = v.unsqueeze(-1)
     return v
+
+
+@contextlib.contextmanager
+def building_constants():
+    """Context for building cached sampler constants: ordinary tensors (never inference tensors, even when the
+    cache is first filled inside `Policy.act`'s inference mode) without autograd history."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 
 
 class Process:
@@ -46,6 +55,11 @@ class Process:
         """The clean sample implied by the net output."""
         raise NotImplementedError
 
+    def level_consts(self, nv: torch.Tensor, like: torch.Tensor) -> "LevelConsts":
+        """`net_input` and `denoised` at a fixed noise variable nv for inputs shaped like `like`, with every
+        tensor that depends on nv alone computed once (samplers that revisit the same levels reuse it)."""
+        return LevelConsts(self, nv, like)
+
     def training_loss(self, denoise: DenoiseFn, x0: torch.Tensor, rs: RandomSource) -> torch.Tensor:
         """Per-element loss with one noise level per sample."""
         nv = self.sample_train_noise((), rs)
@@ -61,3 +75,18 @@ class Process:
     def num_net_calls(self) -> int:
         """Denoiser calls per `sample` (for reports)."""
         raise NotImplementedError
+
+
+class LevelConsts:
+    """Generic fallback: calls `net_input` / `denoised` each time. Processes override `level_consts` with a
+    subclass that precomputes the nv-only factors and applies them with the same operations (bit-identical)."""
+
+    def __init__(self, process: Process, nv: torch.Tensor, like: torch.Tensor):
+        self.process, self.nv = process, nv.to(like.dtype)
+        self.level = process.net_input(like, self.nv)[1]
+
+    def net_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.process.net_input(x, self.nv)[0]
+
+    def denoised(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.process.denoised(out, x, self.nv)

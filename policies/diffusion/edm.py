@@ -15,7 +15,7 @@ import math
 import torch
 
 from policies.config import DiffusionConfig
-from policies.diffusion.base import DenoiseFn, Process, expand_like
+from policies.diffusion.base import DenoiseFn, LevelConsts, Process, building_constants, expand_like
 from policies.errors import PolicyError
 from policies.random_source import RandomSource
 
@@ -53,8 +53,10 @@ class EDMProcess(Process):
         self.cfg = cfg
         self.sd = cfg.sigma_data
         self.sigmas = sigma_schedule(cfg.schedule, cfg.num_inference_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+        self._sigma_list = self.sigmas.tolist()
         cdf = lambda s: 1 / (1 + math.exp(-(math.log(s) - cfg.sigma_loc) / cfg.sigma_scale))  # noqa: E731
         self._u_lo, self._u_hi = cdf(cfg.sigma_min), cdf(cfg.sigma_max)
+        self._cache: dict = {}
 
     def sample_train_noise(self, shape, rs: RandomSource):
         u = self._u_lo + (self._u_hi - self._u_lo) * rs.rand(*shape).double()
@@ -84,13 +86,32 @@ class EDMProcess(Process):
         c_skip, c_out, _ = self.precondition(expand_like(nv, xt).float())
         return c_skip * xt.float() + c_out * out.float()
 
+    def level_consts(self, nv, like):
+        return _VELevel(self, nv, like)
+
     def _D(self, denoise, x, sigma: float):
-        nv = torch.full(x.shape[:1], sigma, device=x.device)
-        return self.denoised(denoise(*self.net_input(x, nv)), x, nv)
+        c_in, level, c_skip, c_out = self._consts(sigma, x)
+        return c_skip * x.float() + c_out * denoise(c_in * x, level).float()
+
+    def _consts(self, sigma: float, x: torch.Tensor):
+        """(c_in, level, c_skip, c_out) of `net_input` / `denoised` at a constant sigma for x's batch, computed once
+        by those very functions (same values, bit for bit) and reused by every later call at that sigma."""
+        key = (sigma, x.shape[0], x.dim(), str(x.device), x.dtype)
+        consts = self._cache.get(key)
+        if consts is None:
+            with building_constants():
+                nv = torch.full(x.shape[:1], sigma, device=x.device)
+                _, _, c_in = self.precondition(expand_like(nv, x).to(x.dtype))
+                c_skip, c_out, _ = self.precondition(expand_like(nv, x).float())
+                consts = (c_in, nv.float().log() / 4, c_skip, c_out)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = consts
+        return consts
 
     @torch.no_grad()
     def sample(self, denoise: DenoiseFn, shape, device, generator=None):
-        sig = self.sigmas.tolist()
+        sig = self._sigma_list
         x = torch.randn(shape, device=device, generator=generator) * sig[0]
         for s, s_next in zip(sig[:-1], sig[1:]):
             d = self._D(denoise, x, s)
@@ -108,3 +129,19 @@ class EDMProcess(Process):
     def num_net_calls(self):
         steps = len(self.sigmas) - 1
         return 2 * steps - 1 if self.cfg.sampler == "dpm_solver_2" else steps
+
+
+class _VELevel(LevelConsts):
+    """`net_input` / `denoised` of EDM at fixed sigmas, the preconditioning factors precomputed."""
+
+    def __init__(self, process: EDMProcess, nv, like):
+        self.process, self.nv = process, nv.to(like.dtype)
+        _, _, self.c_in = process.precondition(expand_like(self.nv, like).to(like.dtype))
+        self.level = self.nv.float().log() / 4
+        self.c_skip, self.c_out, _ = process.precondition(expand_like(self.nv, like).float())
+
+    def net_input(self, x):
+        return self.c_in * x
+
+    def denoised(self, out, x):
+        return self.c_skip * x.float() + self.c_out * out.float()

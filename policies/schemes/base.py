@@ -50,3 +50,14 @@ class Scheme(nn.Module):
     def act(self, host: SchemeHost) -> torch.Tensor:
         """Normalised actions (B, da) for this control step."""
         raise NotImplementedError
+
+
+def take_from_queue(queue: torch.Tensor, cursor: np.ndarray) -> torch.Tensor:
+    """queue[b, cursor[b]] for every env b (B, da), then advance the cursors (numpy, in place)."""
+    first = int(cursor[0])
+    if (cursor == first).all():
+        out = queue[:, first]
+    else:
+        out = queue[torch.arange(cursor.shape[0], device=queue.device), torch.from_numpy(cursor).to(queue.device)]
+    cursor += 1
+    return out

@@ -11,7 +11,7 @@ import torch
 
 from policies.config import SchemeConfig
 from policies.errors import PolicyError
-from policies.schemes.base import Scheme, SchemeHost
+from policies.schemes.base import Scheme, SchemeHost, take_from_queue
 
 
 class ChunkScheme(Scheme):
@@ -22,7 +22,7 @@ class ChunkScheme(Scheme):
             raise PolicyError(f"scheme.action_horizon={self.action_horizon} does not fit: need 1 <= Ta and "
                               f"obs_horizon-1+Ta <= pred_horizon ({obs_horizon}-1+{self.action_horizon} > {pred_horizon})")
         self.queue: torch.Tensor | None = None  # (B, Ta, da) normalised actions
-        self.cursor: torch.Tensor | None = None  # (B,) next index into the queue; Ta = empty
+        self.cursor: np.ndarray | None = None  # (B,) next index into the queue; Ta = empty
 
     def training_loss(self, host, ctx, actions, rs):
         return host.process.training_loss(lambda x, level: host.net.denoise(x, level, ctx), actions, rs)
@@ -30,29 +30,33 @@ class ChunkScheme(Scheme):
     def reset(self, num_envs, mask):
         if self.queue is None or self.queue.shape[0] != num_envs or mask is None:
             self.queue = None
-            self.cursor = torch.full((num_envs,), self.action_horizon, dtype=torch.long)
+            self.cursor = np.full(num_envs, self.action_horizon, dtype=np.int64)
             return
-        self.cursor[torch.as_tensor(np.asarray(mask, dtype=bool))] = self.action_horizon
+        self.cursor[np.asarray(mask, dtype=bool)] = self.action_horizon
 
     def plan(self, host: SchemeHost, rows: torch.Tensor | None = None) -> torch.Tensor:
         """A fresh normalised chunk (B_rows, Tp, da) from the current observation history."""
         ctx = host.encode_current(rows)
         batch = ctx.shape[0]
         device = ctx.device
-        return host.process.sample(lambda x, level: host.net.denoise(x, level, ctx),
+        net = host.net
+        return host.process.sample(lambda x, level: net.denoise(x, level, ctx),
                                    (batch, self.pred_horizon, self.action_dim), device)
 
-    @torch.no_grad()
     def act(self, host):
-        need = (self.cursor >= self.action_horizon).nonzero(as_tuple=True)[0]
-        if need.numel():
+        cursor, ta = self.cursor, self.action_horizon
+        need_mask = cursor >= ta
+        if need_mask.any():
+            n = cursor.shape[0]
+            need = np.flatnonzero(need_mask)
+            every = need.size == n
             start = self.obs_horizon - 1
-            fresh = self.plan(host, need)[:, start: start + self.action_horizon].float()
-            if self.queue is None:
-                self.queue = fresh.new_zeros((self.cursor.shape[0], self.action_horizon, self.action_dim))
-            self.queue[need.to(self.queue.device)] = fresh
-            self.cursor[need] = 0
-        rows = torch.arange(self.cursor.shape[0])
-        out = self.queue[rows.to(self.queue.device), self.cursor.to(self.queue.device)]
-        self.cursor += 1
-        return out
+            fresh = self.plan(host, None if every else torch.from_numpy(need))[:, start: start + ta].float()
+            if every:
+                self.queue = fresh
+            else:
+                if self.queue is None:
+                    self.queue = fresh.new_zeros((n, ta, self.action_dim))
+                self.queue[torch.from_numpy(need).to(self.queue.device)] = fresh
+            cursor[need] = 0
+        return take_from_queue(self.queue, cursor)

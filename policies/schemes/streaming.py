@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from policies.config import SchemeConfig
-from policies.diffusion.base import expand_like
+from policies.diffusion.base import building_constants, expand_like
 from policies.errors import PolicyError
-from policies.schemes.base import Scheme, SchemeHost
+from policies.schemes.base import Scheme, SchemeHost, take_from_queue
 
 CLEAN = -1.0  # DDPM/DDIM "timestep" of a clean entry (alpha_cumprod 1); never given to the denoiser
 
@@ -130,6 +130,63 @@ def step_eta(process) -> float:
     return 1.0 if process.name == "ddpm" else 0.0
 
 
+class Renoise:
+    """`noise_to` / `renoise` between fixed per-position levels with their factors precomputed (same operations on
+    x and eps as those functions, so the same values bit for bit)."""
+
+    __slots__ = ("ratio", "sd", "keep")
+
+    def __init__(self, process, nv_from: torch.Tensor | None, nv_to: torch.Tensor, like: torch.Tensor):
+        a_t, s_t = signal_noise(process, nv_to, like)
+        if nv_from is None:  # noise_to from clean x0
+            self.ratio, self.sd, self.keep = a_t, s_t, None
+            return
+        a_f, s_f = signal_noise(process, nv_from, like)
+        self.ratio = a_t / a_f
+        self.sd = (s_t**2 - (self.ratio * s_f) ** 2).clamp_min(0).sqrt()
+        self.keep = expand_like(nv_to == nv_from, like)
+
+    def __call__(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        xd = x.double()
+        out = self.ratio * xd + self.sd * eps.double()
+        return (out if self.keep is None else torch.where(self.keep, xd, out)).to(x.dtype)
+
+
+class Step:
+    """One denoiser call at fixed per-position levels nv_from followed by `step_to` towards nv_to, with the
+    process's level constants and the step's factors precomputed (bit-identical to `denoise_call` + `step_to`)."""
+
+    __slots__ = ("level", "a_f", "s_f", "a_t", "coef", "c", "keep", "raw")
+
+    def __init__(self, process, nv_from: torch.Tensor, nv_to: torch.Tensor, eta: float, like: torch.Tensor,
+                 raw: bool = False):
+        self.raw = raw  # the net's output is the clean estimate itself (truncated's sample prediction)
+        self.level = process.level_consts(nv_from, like)
+        a_f, s_f = signal_noise(process, nv_from, like)
+        a_t, s_t = signal_noise(process, nv_to, like)
+        self.a_f, self.s_f, self.a_t = a_f, s_f.clamp_min(1e-12), a_t
+        c = torch.zeros_like(s_t)
+        if eta > 0:
+            c = eta * (s_t / s_f.clamp_min(1e-12)) * (1 - (a_f / a_t) ** 2).clamp_min(0).sqrt()
+        self.coef = (s_t**2 - c**2).clamp_min(0).sqrt()
+        self.c = c if eta > 0 else None
+        self.keep = expand_like(nv_to == nv_from, like)
+
+    def denoise(self, host: SchemeHost, x: torch.Tensor, ctx) -> torch.Tensor:
+        lv = self.level
+        out = host.net.denoise(lv.net_input(x), lv.level, ctx)
+        return (out if self.raw else lv.denoised(out, x)).to(x.dtype)
+
+    def __call__(self, host: SchemeHost, x: torch.Tensor, ctx) -> torch.Tensor:
+        x0 = self.denoise(host, x, ctx)
+        noise = torch.randn_like(x) if self.c is not None else None
+        xd, x0d = x.double(), x0.double()
+        out = self.a_t * x0d + self.coef * ((xd - self.a_f * x0d) / self.s_f)
+        if noise is not None:
+            out = out + self.c * noise.double()
+        return torch.where(self.keep, xd, out).to(x.dtype)
+
+
 def denoise_call(host: SchemeHost, x: torch.Tensor, nv: torch.Tensor, ctx) -> torch.Tensor:
     """The denoised estimate of x at per-position nv (one denoiser call)."""
     out = host.net.denoise(*host.process.net_input(x, nv.to(x.dtype)), ctx)
@@ -166,16 +223,20 @@ class StreamingScheme(Scheme):
         self.done_index = torch.where(self.active, chunk_of * self.calls, top)  # after them (head clean)
         self.buffer: torch.Tensor | None = None  # (B, Tp, da) in the `done_index` state
         self.queue: torch.Tensor | None = None
-        self.cursor: torch.Tensor | None = None
-        self.fresh: torch.Tensor | None = None
+        self.cursor: np.ndarray | None = None  # (B,) next index into the queue; Ta = empty
+        self.fresh: np.ndarray | None = None  # (B,) envs that need a warm start
         self._ladders: dict = {}
+        self._plans: dict = {}
 
     # -- levels ----------------------------------------------------------------------------------------------------
     def ladder(self, process, device) -> torch.Tensor:
         key = (id(process), str(device))
-        if key not in self._ladders:
-            self._ladders[key] = level_ladder(process, self.levels).to(device)
-        return self._ladders[key]
+        hit = self._ladders.get(key)
+        if hit is None or hit[0] is not process:
+            with building_constants():
+                hit = (process, level_ladder(process, self.levels).to(device))
+            self._ladders[key] = hit
+        return hit[1]
 
     def calls_per_action(self) -> float:
         """Denoiser calls per executed action in steady state (warm-ups of fresh envs excluded)."""
@@ -208,34 +269,41 @@ class StreamingScheme(Scheme):
     def reset(self, num_envs, mask):
         if self.cursor is None or self.cursor.shape[0] != num_envs or mask is None:
             self.buffer = self.queue = None
-            self.cursor = torch.full((num_envs,), self.action_horizon, dtype=torch.long)
-            self.fresh = torch.ones(num_envs, dtype=torch.bool)
+            self.cursor = np.full(num_envs, self.action_horizon, dtype=np.int64)
+            self.fresh = np.ones(num_envs, dtype=bool)
             return
-        m = torch.as_tensor(np.asarray(mask, dtype=bool))
+        m = np.asarray(mask, dtype=bool)
         self.cursor[m] = self.action_horizon
         self.fresh[m] = True
 
-    def _denoise_calls(self, host, x, idx, ctx, calls: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`calls` denoiser calls; each lowers every active index above 0 by one. idx: (Tp,) shared by the rows."""
-        process, ladder = host.process, self.ladder(host.process, x.device)
-        eta = step_eta(process)
-        active = self.active.to(x.device)
+    def _index_steps(self, idx: torch.Tensor, calls: int) -> tuple[list, torch.Tensor]:
+        """The (from, to) level-index patterns of `calls` calls starting at idx (each lowers active indices > 0)."""
+        active, out = self.active.to(idx.device), []
         for _ in range(calls):
             nxt = torch.where(active & (idx > 0), idx - 1, idx)
-            nv_from = ladder[idx][None].expand(x.shape[0], -1)
+            out.append((idx, nxt))
+            idx = nxt
+        return out, idx
+
+    def _denoise_calls(self, host, x, idx, ctx, calls: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`calls` denoiser calls; each lowers every active index above 0 by one. idx: (Tp,) shared by the rows.
+        (Reference implementation; `act` runs the same arithmetic from `plan`'s precomputed steps.)"""
+        process, ladder = host.process, self.ladder(host.process, x.device)
+        eta = step_eta(process)
+        steps, idx = self._index_steps(idx, calls)
+        for frm, nxt in steps:
+            nv_from = ladder[frm][None].expand(x.shape[0], -1)
             nv_to = ladder[nxt][None].expand(x.shape[0], -1)
             x0 = denoise_call(host, x, nv_from, ctx)
             noise = torch.randn_like(x) if eta > 0 else None
             x = step_to(process, x, x0, nv_from, nv_to, eta, noise)
-            idx = nxt
         return x, idx
 
     def warm_start(self, host, ctx, batch: int, device) -> torch.Tensor:
         """A buffer in the post-replanning state from nothing: constant-level denoising to clean (N calls), then
-        chunk c re-noised to level c*m."""
+        chunk c re-noised to level c*m. (Reference implementation of `plan(...).warm`.)"""
         process, ladder = host.process, self.ladder(host.process, device)
         shape = (batch, self.pred_horizon, self.action_dim)
-        active = self.active.to(device)
         top = torch.full((self.pred_horizon,), self.levels, dtype=torch.long, device=device)
         x = noise_to(process, torch.zeros(shape, device=device), torch.randn(shape, device=device),
                      ladder[top][None].expand(batch, -1))
@@ -244,15 +312,19 @@ class StreamingScheme(Scheme):
         return renoise(process, x, ladder[idx][None].expand(batch, -1), ladder[done][None].expand(batch, -1),
                        torch.randn_like(x)), done
 
+    def _shift_source(self, device) -> torch.Tensor:
+        ta, lo, hi = self.action_horizon, self.start, self.start + self.chunks * self.action_horizon
+        src = torch.arange(self.pred_horizon, device=device)
+        src = torch.where(self.active.to(device), (src + ta).clamp(max=hi - 1), src)
+        src[:lo] = torch.arange(lo, device=device)
+        return src
+
     def shift(self, process, buf: torch.Tensor) -> torch.Tensor:
         """Post-replanning state -> pre-replanning state: move the active region forward by Ta, fill the tail from
         the last active entry, and re-noise every entry whose label went up to exactly its new label."""
         device = buf.device
         ladder = self.ladder(process, device)
-        ta, lo, hi = self.action_horizon, self.start, self.start + self.chunks * self.action_horizon
-        src = torch.arange(self.pred_horizon, device=device)
-        src = torch.where(self.active.to(device), (src + ta).clamp(max=hi - 1), src)
-        src[:lo] = torch.arange(lo, device=device)
+        src = self._shift_source(device)
         moved = buf[:, src]
         done = self.done_index.to(device)
         old = done[src]  # label of the entry each position now holds
@@ -262,38 +334,95 @@ class StreamingScheme(Scheme):
                        torch.randn_like(moved))
 
     def replan(self, host, buf: torch.Tensor, ctx) -> torch.Tensor:
-        """One replanning of envs in the post-replanning state: shift, then m calls; returns the new buffer."""
+        """One replanning of envs in the post-replanning state: shift, then m calls; returns the new buffer.
+        (Reference implementation of `plan(...).replan`.)"""
         x = self.shift(host.process, buf)
         idx = self.start_index.to(buf.device)
         x, idx = self._denoise_calls(host, x, idx, ctx, self.calls)
         return x
 
-    @torch.no_grad()
+    def plan(self, process, device, dtype, batch: int) -> "_StreamPlan":
+        """Every level-dependent constant of warm-up and replanning for `batch` rows, built once and reused (the
+        level patterns of a streaming buffer never change)."""
+        key = (id(process), str(device), dtype, batch)
+        plan = self._plans.get(key)
+        if plan is None or plan.process is not process:
+            with building_constants():
+                plan = _StreamPlan(self, process, torch.device(device), dtype, batch)
+            if len(self._plans) > 64:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
     def act(self, host):
-        need = (self.cursor >= self.action_horizon).nonzero(as_tuple=True)[0]
-        if need.numel():
-            ctx = host.encode_current(need)
+        cursor, ta = self.cursor, self.action_horizon
+        need_mask = cursor >= ta
+        if need_mask.any():
+            n = cursor.shape[0]
+            need = np.flatnonzero(need_mask)
+            ctx = host.encode_current(None if need.size == n else torch.from_numpy(need))
             device = ctx.device if isinstance(ctx, torch.Tensor) else host.device
-            shape = (self.cursor.shape[0], self.pred_horizon, self.action_dim)
             if self.buffer is None:
-                self.buffer = torch.zeros(shape, device=device)
-                self.queue = torch.zeros((shape[0], self.action_horizon, self.action_dim), device=device)
+                self.buffer = torch.zeros((n, self.pred_horizon, self.action_dim), device=device)
+                self.queue = torch.zeros((n, ta, self.action_dim), device=device)
             fresh = self.fresh[need]
+            head = slice(self.start, self.start + ta)
             for use_fresh in (True, False):
-                sel = (fresh == use_fresh).nonzero(as_tuple=True)[0]
-                if sel.numel() == 0:
+                sel = np.flatnonzero(fresh == use_fresh)
+                if sel.size == 0:
                     continue
-                rows = need[sel].to(device)
-                sub_ctx = ctx[sel.to(device)]
+                sub_ctx = ctx if sel.size == need.size else ctx[torch.from_numpy(sel).to(device)]
+                every = sel.size == n  # this group is every env: no row gathering or scattering
+                rows = None if every else torch.from_numpy(need[sel]).to(device)
+                plan = self.plan(host.process, device, self.buffer.dtype, sel.size)
                 if use_fresh:
-                    buf, _ = self.warm_start(host, sub_ctx, rows.numel(), device)
+                    buf = plan.warm(host, sub_ctx)
                 else:
-                    buf = self.replan(host, self.buffer[rows], sub_ctx)
-                self.buffer[rows] = buf
-                self.queue[rows] = buf[:, self.start: self.start + self.action_horizon].float()
-            self.cursor[need] = 0
+                    buf = plan.replan(host, self.buffer if every else self.buffer[rows], sub_ctx)
+                if every:
+                    self.buffer, self.queue = buf, buf[:, head].clone()
+                else:
+                    self.buffer[rows] = buf
+                    self.queue[rows] = buf[:, head]
+            cursor[need] = 0
             self.fresh[need] = False
-        rows = torch.arange(self.cursor.shape[0], device=self.queue.device)
-        out = self.queue[rows, self.cursor.to(self.queue.device)]
-        self.cursor += 1
-        return out
+        return take_from_queue(self.queue, cursor)
+
+
+class _StreamPlan:
+    """The streaming scheme's warm-up and replanning for a fixed batch size with all level constants precomputed."""
+
+    def __init__(self, scheme: StreamingScheme, process, device, dtype, batch: int):
+        self.process = process
+        ladder = scheme.ladder(process, device)
+        like = torch.empty(batch, scheme.pred_horizon, scheme.action_dim, device=device, dtype=dtype)
+        self.shape = tuple(like.shape)
+
+        def at(idx):
+            return ladder[idx][None].expand(batch, -1)
+
+        eta = step_eta(process)
+        top = torch.full((scheme.pred_horizon,), scheme.levels, dtype=torch.long, device=device)
+        done = scheme.done_index.to(device)
+        self.warm_in = Renoise(process, None, at(top), like)
+        seq, last = scheme._index_steps(top, scheme.levels)
+        self.warm_steps = [Step(process, at(f), at(t), eta, like) for f, t in seq]
+        self.warm_out = Renoise(process, at(last), at(done), like)
+        self.src = scheme._shift_source(device)
+        self.shift = Renoise(process, at(done[self.src]), at(scheme.start_index.to(device)), like)
+        seq, _ = scheme._index_steps(scheme.start_index.to(device), scheme.calls)
+        self.replan_steps = [Step(process, at(f), at(t), eta, like) for f, t in seq]
+        self.device = device
+
+    def warm(self, host, ctx) -> torch.Tensor:
+        x = self.warm_in(torch.zeros(self.shape, device=self.device), torch.randn(self.shape, device=self.device))
+        for step in self.warm_steps:
+            x = step(host, x, ctx)
+        return self.warm_out(x, torch.randn_like(x))
+
+    def replan(self, host, buf: torch.Tensor, ctx) -> torch.Tensor:
+        moved = buf[:, self.src]
+        x = self.shift(moved, torch.randn_like(moved))
+        for step in self.replan_steps:
+            x = step(host, x, ctx)
+        return x

@@ -22,8 +22,9 @@ from torch import nn
 
 from policies.config import SchemeConfig
 from policies.errors import PolicyError
-from policies.schemes.base import Scheme
-from policies.schemes.streaming import level_ladder, noise_to, process_kind, step_to
+from policies.diffusion.base import building_constants
+from policies.schemes.base import Scheme, take_from_queue
+from policies.schemes.streaming import Renoise, Step, level_ladder, noise_to, process_kind, step_to
 
 _MODE_DIM = 32
 _HIDDEN = 256
@@ -56,8 +57,10 @@ class TruncatedScheme(Scheme):
         self.mode_embed = nn.Embedding(self.num_anchors, _MODE_DIM)
         self.score_head: nn.Module | None = None  # sized by the denoiser's context in bind()
         self.queue: torch.Tensor | None = None
-        self.cursor: torch.Tensor | None = None
+        self.cursor: np.ndarray | None = None  # (B,) next index into the queue; Ta = empty
         self.last_scores: torch.Tensor | None = None  # (B_rows, K) of the latest replanning, for inspection
+        self._ladders: dict = {}
+        self._plans: dict = {}
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def bind(self, policy) -> None:
@@ -93,7 +96,13 @@ class TruncatedScheme(Scheme):
 
     # -- levels ----------------------------------------------------------------------------------------------------
     def ladder(self, process, device) -> torch.Tensor:
-        return level_ladder(process, int(self.cfg.trunc_steps), self.cfg.trunc_fraction).to(device)
+        key = (id(process), str(device))
+        hit = self._ladders.get(key)
+        if hit is None or hit[0] is not process:
+            with building_constants():
+                hit = (process, level_ladder(process, int(self.cfg.trunc_steps), self.cfg.trunc_fraction).to(device))
+            self._ladders[key] = hit
+        return hit[1]
 
     def train_levels(self, process, rs, count: int, device) -> torch.Tensor:
         """Noise variables (B, count) uniform over the truncated band (log-uniform sigma under EDM)."""
@@ -154,12 +163,12 @@ class TruncatedScheme(Scheme):
     def reset(self, num_envs, mask):
         if self.queue is None or self.queue.shape[0] != num_envs or mask is None:
             self.queue = None
-            self.cursor = torch.full((num_envs,), self.action_horizon, dtype=torch.long)
+            self.cursor = np.full(num_envs, self.action_horizon, dtype=np.int64)
             return
-        self.cursor[torch.as_tensor(np.asarray(mask, dtype=bool))] = self.action_horizon
+        self.cursor[np.asarray(mask, dtype=bool)] = self.action_horizon
 
-    def plan(self, host, ctx) -> torch.Tensor:
-        """Best-scoring denoised chunk (B, Tp, da) for contexts ctx (B, ...)."""
+    def plan_reference(self, host, ctx) -> torch.Tensor:
+        """`plan` written out with the generic level helpers (what `plan`'s precomputed steps must reproduce)."""
         self._check_fitted()
         process, k = host.process, self.num_anchors
         b, device = ctx.shape[0], ctx.device
@@ -173,24 +182,63 @@ class TruncatedScheme(Scheme):
             nv = ladder[i].expand(b * k).to(x.dtype)
             x0 = host.net.denoise(*process.net_input(x, nv), ctx_rep).to(x.dtype)
             x = x0 if i == 1 else step_to(process, x, x0, ladder[i].expand(b * k), ladder[i - 1].expand(b * k), 0.0, None)
-        chunks = x.view(b, k, self.pred_horizon, self.action_dim)
-        modes = torch.arange(k, device=device)[None].expand(b, -1)
+        return self._pick(ctx, x.view(b, k, self.pred_horizon, self.action_dim))
+
+    def _pick(self, ctx, chunks) -> torch.Tensor:
+        b, k = chunks.shape[:2]
+        modes = torch.arange(k, device=chunks.device)[None].expand(b, -1)
         scores = self.scores(ctx, chunks, modes)
         self.last_scores = scores
-        return chunks[torch.arange(b, device=device), scores.argmax(dim=1)]
+        return chunks[torch.arange(b, device=chunks.device), scores.argmax(dim=1)]
 
-    @torch.no_grad()
+    def _steps(self, process, device, dtype, rows: int):
+        """Level constants of the anchor noising and of the `trunc_steps` calls for `rows` = B*K rows (cached)."""
+        key = (id(process), str(device), dtype, rows)
+        hit = self._plans.get(key)
+        if hit is None or hit[0] is not process:
+            ladder = self.ladder(process, device)
+            n = int(self.cfg.trunc_steps)
+            with building_constants():
+                like = torch.empty(rows, self.pred_horizon, self.action_dim, device=device, dtype=dtype)
+                start = Renoise(process, None, ladder[n].expand(rows), like)
+                steps = [Step(process, ladder[i].expand(rows), ladder[i - 1].expand(rows), 0.0, like, raw=True)
+                         for i in range(n, 0, -1)]
+            hit = (process, start, steps)
+            if len(self._plans) > 64:
+                self._plans.clear()
+            self._plans[key] = hit
+        return hit[1], hit[2]
+
+    def plan(self, host, ctx) -> torch.Tensor:
+        """Best-scoring denoised chunk (B, Tp, da) for contexts ctx (B, ...): noise the K anchors to the top of the
+        band, `trunc_steps` deterministic steps (each one call over all B*K rows), score the modes."""
+        self._check_fitted()
+        k = self.num_anchors
+        b, device = ctx.shape[0], ctx.device
+        shape = (b * k, self.pred_horizon, self.action_dim)
+        start, steps = self._steps(host.process, device, self.anchors.dtype, b * k)
+        x = start(self.anchors[None].expand(b, -1, -1, -1).reshape(shape), torch.randn(shape, device=device))
+        ctx_rep = ctx.repeat_interleave(k, dim=0)
+        for step in steps[:-1]:
+            x = step(host, x, ctx_rep)
+        x = steps[-1].denoise(host, x, ctx_rep)  # the last step lands on the clean estimate itself
+        return self._pick(ctx, x.view(b, k, self.pred_horizon, self.action_dim))
+
     def act(self, host):
-        need = (self.cursor >= self.action_horizon).nonzero(as_tuple=True)[0]
-        if need.numel():
-            ctx = host.encode_current(need)
+        cursor, ta = self.cursor, self.action_horizon
+        need_mask = cursor >= ta
+        if need_mask.any():
+            n = cursor.shape[0]
+            need = np.flatnonzero(need_mask)
+            every = need.size == n
+            ctx = host.encode_current(None if every else torch.from_numpy(need))
             start = self.obs_horizon - 1
-            fresh = self.plan(host, ctx)[:, start: start + self.action_horizon].float()
-            if self.queue is None:
-                self.queue = fresh.new_zeros((self.cursor.shape[0], self.action_horizon, self.action_dim))
-            self.queue[need.to(self.queue.device)] = fresh
-            self.cursor[need] = 0
-        rows = torch.arange(self.cursor.shape[0])
-        out = self.queue[rows.to(self.queue.device), self.cursor.to(self.queue.device)]
-        self.cursor += 1
-        return out
+            fresh = self.plan(host, ctx)[:, start: start + ta].float()
+            if every:
+                self.queue = fresh
+            else:
+                if self.queue is None:
+                    self.queue = fresh.new_zeros((n, ta, self.action_dim))
+                self.queue[torch.from_numpy(need).to(self.queue.device)] = fresh
+            cursor[need] = 0
+        return take_from_queue(self.queue, cursor)
