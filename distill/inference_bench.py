@@ -116,7 +116,8 @@ def act_latency(policy, obs1: dict, obs64: dict, sizes: BenchSizes, warmup: int)
 
 
 def call_latency(policy, obs1: dict, batch: int, level_shape: str, repeats: int = 50) -> float:
-    """Median ms of one denoiser call at the given batch (truncated: all anchors), cache engaged as in act()."""
+    """Median ms of one denoiser call at the given batch (truncated: all anchors), under inference mode and with
+    the expert cache engaged, as in act()."""
     from policies.expert_cache import engaged
 
     device = policy.device
@@ -126,7 +127,7 @@ def call_latency(policy, obs1: dict, batch: int, level_shape: str, repeats: int 
     x = torch.randn(batch, policy.pred_horizon, policy.action_dim, device=device)
     level = torch.full((batch, policy.pred_horizon) if level_shape == "position" else (batch,), 0.5, device=device)
     times = []
-    with torch.no_grad(), engaged(policy.expert_cache, policy.net):
+    with torch.inference_mode(), engaged(policy.expert_cache, policy.net):
         ctx = policy.encode_current().repeat_interleave(batch, dim=0)
         if hasattr(policy.net, "s_embed"):
             policy.net.target = torch.zeros(batch, device=device)

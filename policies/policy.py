@@ -239,6 +239,8 @@ class Policy(nn.Module):
     def encode_current(self, rows: torch.Tensor | None = None):
         """Context for the current history of all envs or of `rows` (the scheme calls this once per step)."""
         hist, lang = self._history, self._lang
+        if torch.is_grad_enabled():  # act keeps its state as inference tensors; autograd needs ordinary ones
+            hist, lang = hist.clone(), (lang.clone() if lang is not None else None)
         if rows is not None:
             rows = rows.to(hist.device)
             hist = hist[rows]
