@@ -172,18 +172,18 @@ class Policy(nn.Module):
             out[key] = arr
         return out
 
-    def _feature_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normaliser's (scale, offset) of the feature keys side by side, rebuilt only when a buffer changes
-        (fit, load_state_dict, a device move)."""
+    def _feature_affine(self) -> tuple[torch.Tensor, ...]:
+        """The normaliser's (scale, offset) of the feature keys side by side and the action's (scale, offset),
+        rebuilt only when a buffer changes (fit, load_state_dict, a device move)."""
         bufs = self._affine_buffers
         if bufs is None:
             n = self.normalizer
             bufs = self._affine_buffers = [getattr(n, f"{k}_{part}") for part in ("scale", "offset")
-                                           for k in self.feature_keys]
+                                           for k in self.feature_keys] + [n.action_scale, n.action_offset]
         stamp = tuple((b.data_ptr(), b._version) for b in bufs)
-        if stamp != self._affine_stamp or len(bufs) != 2 * len(self.feature_keys):
+        if stamp != self._affine_stamp:
             half = len(self.feature_keys)
-            self._affine = (torch.cat(bufs[:half]), torch.cat(bufs[half:]))
+            self._affine = (torch.cat(bufs[:half]), torch.cat(bufs[half:2 * half]), bufs[-2], bufs[-1])
             self._affine_stamp = stamp
         return self._affine
 
@@ -215,8 +215,11 @@ class Policy(nn.Module):
             self._fresh = np.ones(batch, dtype=bool)
             self.scheme.reset(batch, None)
         raw = arrays[keys[0]] if len(keys) == 1 else np.concatenate([arrays[k] for k in keys], axis=1)
-        scale, offset = self._feature_affine()
-        feat = torch.from_numpy(raw).to(device) * scale + offset
+        scale, offset, act_scale, act_offset = self._feature_affine()
+        feat = torch.from_numpy(raw)
+        if device.type != "cpu":
+            feat = feat.to(device)
+        feat = feat * scale + offset
         hist = torch.cat([self._history[:, 1:], feat[:, None]], dim=1)
         fresh = self._fresh
         if fresh.any():  # a fresh env's history starts as its first observation repeated
@@ -235,7 +238,7 @@ class Policy(nn.Module):
         else:
             with engaged(cache, self.net):
                 action = self.scheme.act(self)
-        return self.normalizer.unnormalize("action", action.float()).cpu().numpy()
+        return ((action.float() - act_offset) / act_scale).cpu().numpy()  # Normalizer.unnormalize("action", .)
     def encode_current(self, rows: torch.Tensor | None = None):
         """Context for the current history of all envs or of `rows` (the scheme calls this once per step)."""
         hist, lang = self._history, self._lang
