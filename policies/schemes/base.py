@@ -61,3 +61,28 @@ def take_from_queue(queue: torch.Tensor, cursor: np.ndarray) -> torch.Tensor:
         out = queue[torch.arange(cursor.shape[0], device=queue.device), torch.from_numpy(cursor).to(queue.device)]
     cursor += 1
     return out
+
+
+def refill_and_take(scheme, plan_rows) -> torch.Tensor:
+    """One executed action per env from `scheme`'s queue of Ta actions, replanning the envs whose queue ran out.
+
+    `plan_rows(rows)` returns full chunks (b, Tp, da) for the env indices `rows` (a LongTensor, or None for all);
+    the Ta actions from the current step on are queued. The scheme holds `cursor`, `queue`, `action_horizon`,
+    `obs_horizon` and `action_dim`.
+    """
+    cursor, ta = scheme.cursor, scheme.action_horizon
+    need_mask = cursor >= ta
+    if need_mask.any():
+        n = cursor.shape[0]
+        need = np.flatnonzero(need_mask)
+        every = need.size == n
+        start = scheme.obs_horizon - 1
+        fresh = plan_rows(None if every else torch.from_numpy(need))[:, start: start + ta].float()
+        if every:
+            scheme.queue = fresh
+        else:
+            if scheme.queue is None:
+                scheme.queue = fresh.new_zeros((n, ta, scheme.action_dim))
+            scheme.queue[torch.from_numpy(need).to(scheme.queue.device)] = fresh
+        cursor[need] = 0
+    return take_from_queue(scheme.queue, cursor)

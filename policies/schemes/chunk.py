@@ -11,7 +11,7 @@ import torch
 
 from policies.config import SchemeConfig
 from policies.errors import PolicyError
-from policies.schemes.base import Scheme, SchemeHost, take_from_queue
+from policies.schemes.base import Scheme, SchemeHost, refill_and_take
 
 
 class ChunkScheme(Scheme):
@@ -44,19 +44,4 @@ class ChunkScheme(Scheme):
                                    (batch, self.pred_horizon, self.action_dim), device)
 
     def act(self, host):
-        cursor, ta = self.cursor, self.action_horizon
-        need_mask = cursor >= ta
-        if need_mask.any():
-            n = cursor.shape[0]
-            need = np.flatnonzero(need_mask)
-            every = need.size == n
-            start = self.obs_horizon - 1
-            fresh = self.plan(host, None if every else torch.from_numpy(need))[:, start: start + ta].float()
-            if every:
-                self.queue = fresh
-            else:
-                if self.queue is None:
-                    self.queue = fresh.new_zeros((n, ta, self.action_dim))
-                self.queue[torch.from_numpy(need).to(self.queue.device)] = fresh
-            cursor[need] = 0
-        return take_from_queue(self.queue, cursor)
+        return refill_and_take(self, lambda rows: self.plan(host, rows))

@@ -23,7 +23,7 @@ from torch import nn
 from policies.config import SchemeConfig
 from policies.errors import PolicyError
 from policies.diffusion.base import building_constants
-from policies.schemes.base import Scheme, take_from_queue
+from policies.schemes.base import Scheme, refill_and_take
 from policies.schemes.streaming import Renoise, Step, level_ladder, noise_to, process_kind, step_to
 
 _MODE_DIM = 32
@@ -225,20 +225,4 @@ class TruncatedScheme(Scheme):
         return self._pick(ctx, x.view(b, k, self.pred_horizon, self.action_dim))
 
     def act(self, host):
-        cursor, ta = self.cursor, self.action_horizon
-        need_mask = cursor >= ta
-        if need_mask.any():
-            n = cursor.shape[0]
-            need = np.flatnonzero(need_mask)
-            every = need.size == n
-            ctx = host.encode_current(None if every else torch.from_numpy(need))
-            start = self.obs_horizon - 1
-            fresh = self.plan(host, ctx)[:, start: start + ta].float()
-            if every:
-                self.queue = fresh
-            else:
-                if self.queue is None:
-                    self.queue = fresh.new_zeros((n, ta, self.action_dim))
-                self.queue[torch.from_numpy(need).to(self.queue.device)] = fresh
-            cursor[need] = 0
-        return take_from_queue(self.queue, cursor)
+        return refill_and_take(self, lambda rows: self.plan(host, host.encode_current(rows)))
