@@ -34,6 +34,14 @@ def headless_gl_backend() -> str | None:
     return "egl" if os.path.exists("/proc/driver/nvidia/version") else "osmesa"
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which container limits and `taskset` set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _make_one(
     env_id: str,
     index: int,
@@ -81,12 +89,20 @@ def make_vec_env(
     autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
     env_fn: EnvFactory | None = None,
     context: str | None = None,
+    workers: int | None = None,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """`num_envs` copies of `env_id` (with `env_kwargs`) as one Gymnasium vector env.
 
-    `asynchronous=True` runs each env in its own process (the fast default); False steps them in this process,
-    which is easier to debug. Env `i` is seeded with `seed + i` at creation; pass seeds to `reset` for explicit
+    `asynchronous=True` steps the envs in worker processes (the fast default); False steps them in this process,
+    which is easier to debug. `workers` picks the layout of the asynchronous case:
+    - None (default): one group of envs per available core (at most one env per group); this process steps the
+      first group and a worker process each other one (`GroupedVectorEnv`). On a small machine that spares most
+      pipe round trips and puts the otherwise idle parent to work; a hard crash (segfault) of a first-group env
+      ends this process (exceptions, NaN and divergence are caught per env by the evaluation guard);
+    - an int N: N worker processes and none of the stepping here; N >= num_envs is one process per env
+      (Gymnasium's `AsyncVectorEnv`), the most isolated layout.
+    Env `i` is seeded with `seed + i` at creation; pass seeds to `reset` for explicit
     episode seeds. The first `render_envs` envs are made with `render_mode="rgb_array"`. `wrappers` are applied
     inside the worker, innermost first. `env_fn` replaces `envs.make_env` for envs alloy does not register.
     """
@@ -100,9 +116,37 @@ def make_vec_env(
         _EnvBuilder(env_id, i, seed, i < render_envs, env_fn, tuple(wrappers), dict(env_kwargs))
         for i in range(int(num_envs))
     ]
-    if asynchronous:
+    layout = vector_layout(num_envs, asynchronous, workers)
+    if layout["kind"] == "grouped":
+        from envs.grouped_vector import GroupedVectorEnv
+
+        return GroupedVectorEnv(fns, layout["groups"], autoreset_mode=autoreset_mode, context=context,
+                                local=layout["parent_steps"])
+    if layout["kind"] == "async":
         return AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode)
     return SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
+
+
+def vector_layout(num_envs: int, asynchronous: bool = True, workers: int | None = None) -> dict[str, Any]:
+    """Which vector env `make_vec_env` builds for these arguments (see its docstring), as recorded in reports.
+
+    kind: sync | async | grouped; groups: envs stepping at once; worker_processes; parent_steps: whether this
+    process steps a group itself.
+    """
+    num_envs = int(num_envs)
+    if workers is not None and int(workers) <= 0:
+        raise EnvError(f"workers must be a positive integer, got {workers}; leave it unset for one per core")
+    if not asynchronous:
+        return {"kind": "sync", "groups": 1, "worker_processes": 0, "parent_steps": True}
+    if workers is None:
+        groups = min(num_envs, available_cores())
+        if groups > 1:
+            return {"kind": "grouped", "groups": groups, "worker_processes": groups - 1, "parent_steps": True}
+        workers = 1
+    workers = int(workers)
+    if workers >= num_envs:
+        return {"kind": "async", "groups": num_envs, "worker_processes": num_envs, "parent_steps": False}
+    return {"kind": "grouped", "groups": workers, "worker_processes": workers, "parent_steps": False}
 
 
 class _EnvBuilder:

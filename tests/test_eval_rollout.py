@@ -143,8 +143,12 @@ def test_same_seed_same_outcomes_whatever_the_worker_layout():
     assert [r["seed"] for r in a["episode_records"]] != [r["seed"] for r in run(Proportional(), seed=8)["episode_records"]]
 
 
-def test_async_matches_sync():
-    assert sorted(outcomes(run(Proportional(), asynchronous=True, num_envs=3))) == sorted(outcomes(run(Proportional())))
+@pytest.mark.parametrize("workers", [None, 1, 2, 3])
+def test_every_process_layout_matches_sync(workers):
+    """None: a group per core, this process stepping the first; 1-2: grouped workers only; 3: one process per env."""
+    report = run(Proportional(), asynchronous=True, num_envs=3, workers=workers)
+    assert sorted(outcomes(report)) == sorted(outcomes(run(Proportional())))
+    assert report["config"]["vector_env"]["kind"] == ("async" if workers == 3 else "grouped")
 
 
 def test_different_policies_see_the_same_initial_states():
@@ -178,7 +182,7 @@ def test_faulty_episodes_fail_with_their_reason_and_evaluation_carries_on(fault,
 
 def test_worker_that_dies_fails_its_episode_and_the_others_are_replayed():
     n = 6
-    report = run("teacher", episodes=n, num_envs=3, asynchronous=True, env_kwargs={"fault": "die"})
+    report = run("teacher", episodes=n, num_envs=3, asynchronous=True, workers=3, env_kwargs={"fault": "die"})
     bad = faulty_indices(7, n)
     by_index = {r["index"]: r for r in report["episode_records"]}
     assert sorted(by_index) == list(range(n))
@@ -187,6 +191,22 @@ def test_worker_that_dies_fails_its_episode_and_the_others_are_replayed():
     reference = run("teacher", episodes=n, num_envs=3)
     good = [o for o in outcomes(reference) if o[0] not in bad]
     assert good == [o for o in sorted(outcomes(report)) if o[0] not in bad]
+
+
+def test_grouped_worker_that_dies_fails_the_episodes_it_held_and_the_rest_carry_on():
+    n = 6
+    report = run("teacher", episodes=n, num_envs=4, asynchronous=True, workers=2, env_kwargs={"fault": "die"})
+    assert report["config"]["vector_env"] == {"kind": "grouped", "groups": 2, "worker_processes": 2, "parent_steps": False}
+    bad = faulty_indices(7, n)
+    by_index = {r["index"]: r for r in report["episode_records"]}
+    assert sorted(by_index) == list(range(n))
+    failed = {i for i, r in by_index.items() if not r["success"]}
+    assert bad <= failed  # a dead worker also takes the episode of the env it stepped beside the faulty one
+    for i in failed:
+        assert by_index[i]["reason"] == "exception" and "worker process died" in by_index[i]["error"]
+    reference = {o[0]: o for o in outcomes(run("teacher", episodes=n, num_envs=3))}
+    for i in set(range(n)) - failed:
+        assert by_index[i]["success"] and reference[i][:3] == (i, by_index[i]["seed"], True)
 
 
 class DivergingMujoco(gym.Env):
@@ -297,3 +317,16 @@ def test_spec_mismatch_names_both_shapes():
 def test_non_positive_counts_are_rejected(kw):
     with pytest.raises(TrainingError, match="positive"):
         run(Proportional(), **kw)
+
+
+def test_grouped_infos_merge_in_env_order_with_masks():
+    from envs.grouped_vector import _merge_infos
+
+    a = {"x": np.array([1, 2]), "_x": np.array([True, True]), "d": {"y": np.array([5.0, 6.0]), "_y": np.array([True, False])}}
+    b = {"z": np.array(["s"], dtype=object), "_z": np.array([True])}
+    merged = _merge_infos([a, b], [2, 1])
+    assert merged["x"].tolist() == [1, 2, 0] and merged["_x"].tolist() == [True, True, False]
+    assert merged["z"].tolist() == [None, None, "s"] and merged["_z"].tolist() == [False, False, True]
+    assert merged["d"]["_y"].tolist() == [True, False, False]
+    same = _merge_infos([{"x": np.array([1]), "_x": np.array([True])}, {"x": np.array([2]), "_x": np.array([False])}], [1, 1])
+    assert same["x"].tolist() == [1, 2] and same["_x"].tolist() == [True, False]

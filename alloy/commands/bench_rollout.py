@@ -21,6 +21,7 @@ class Config:
     raw_steps: int = 2000
     repeats: int = 3
     asynchronous: bool = True
+    workers: Optional[int] = None  # None: one env group per core, the first stepped in-process; N: N worker processes
 
 
 def run(cfg: DictConfig) -> None:
@@ -42,6 +43,7 @@ def run(cfg: DictConfig) -> None:
         seed=cfg.seed,
         asynchronous=cfg.asynchronous,
         repeats=cfg.repeats,
+        workers=cfg.workers,
     )
     result["config"] = OmegaConf.to_container(cfg, resolve=True)
     path = os.path.join(cfg.run_dir, "rollout.json")
@@ -54,7 +56,8 @@ def run(cfg: DictConfig) -> None:
     for row in result["rows"]:
         print(f"  {row['num_envs']} envs: {row['env_steps_per_s']:.0f} steps/s (raw {row['raw_env_steps_per_s']:.0f}) = "
               f"{row['speedup_vs_raw']:.2f}x raw, "
-              f"efficiency {row['efficiency']:.2f} over {row['cores_used']} cores")
+              f"efficiency {row['efficiency']:.2f} over {row['cores_used']} cores, "
+              f"{row['vector_env']['kind']} vector env, {row['vector_env']['worker_processes']} worker process(es)")
     t = result["target"]
     if t["efficiency"] is not None:
         print(f"target (>= {t['min_efficiency']} at {t['num_envs']} envs): {'met' if t['met'] else 'NOT met'}")

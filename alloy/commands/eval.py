@@ -16,8 +16,9 @@ class Config:
     policy: str = "teacher"  # checkpoint directory | teacher
     env: str = MISSING  # env id (alloy/Nav-Holonomic-v0, metaworld/reach-v3) or suite (nav, metaworld_mt10, ...)
     episodes: int = 10  # per env id
-    num_envs: int = 4  # parallel envs (processes unless asynchronous=false)
+    num_envs: int = 4  # parallel envs (in worker processes unless asynchronous=false)
     asynchronous: bool = True
+    workers: Optional[int] = None  # None: one env group per core, the first stepped in-process; N: N worker processes (N=num_envs: one per env)
     video: bool = False
     video_episodes: int = 4  # episodes tiled into each env id's video
     max_episode_steps: Optional[int] = None  # None: the env's own time limit
@@ -33,6 +34,8 @@ def check(cfg: DictConfig) -> None:
         raise TrainingError(f"episodes must be a positive integer, got {cfg.episodes}; use episodes=1 or more")
     if cfg.num_envs <= 0:
         raise TrainingError(f"num_envs must be a positive integer, got {cfg.num_envs}; use num_envs=1 or more")
+    if cfg.workers is not None and cfg.workers <= 0:
+        raise TrainingError(f"workers must be a positive integer, got {cfg.workers}; leave it unset for one per core")
     from pathlib import Path
 
     from training.evaluation.envs_spec import resolve_env_ids
@@ -61,6 +64,7 @@ def run(cfg: DictConfig) -> None:
         video=cfg.video,
         run_dir=cfg.run_dir,
         asynchronous=cfg.asynchronous,
+        workers=cfg.workers,
         progress=cfg.progress,
         video_episodes=cfg.video_episodes,
         max_episode_steps=cfg.max_episode_steps,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.vector import available_cores
 from training.evaluation.report import versions
 from training.evaluation.rollout import evaluate
 
@@ -36,13 +37,6 @@ class ZeroPolicy:
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         batch = len(next(iter(obs.values())))
         return np.zeros((batch, self.action_dim), dtype=np.float32)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def raw_step_rate(env_id: str, steps: int, seed: int, env_fn=None, **env_kwargs: Any) -> tuple[float, int]:
@@ -78,6 +72,7 @@ def bench_rollout(
     repeats: int = 3,
     env_fn=None,
     env_kwargs: dict | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Raw single-env rate and the evaluation loop's rate at each env count; the result written to rollout.json.
 
@@ -96,7 +91,7 @@ def bench_rollout(
             report = evaluate(
                 ZeroPolicy(action_dim), [env_id], episodes=k * episodes_per_env, num_envs=k, seed=seed,
                 env_kwargs=env_kwargs, asynchronous=asynchronous, progress=False, max_episode_steps=max_episode_steps,
-                stop_on_success=False, env_fn=env_fn,
+                stop_on_success=False, env_fn=env_fn, workers=workers,
             )
             rates.append(report["env_steps_per_s"])
         all_raw += raws
@@ -108,6 +103,7 @@ def bench_rollout(
             "env_steps_per_s": float(np.median(rates)),
             "raw_env_steps_per_s": float(np.median(raws)),
             "cores_used": used,
+            "vector_env": report["config"]["vector_env"],
             "speedup_vs_raw": float(np.median(ratios)),
             "efficiency": float(np.median(ratios)) / used,
             "samples": {"env_steps_per_s": rates, "raw_env_steps_per_s": raws},

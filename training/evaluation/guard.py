@@ -26,10 +26,16 @@ _DIVERGENCE_WARNINGS = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC", "m
 
 
 def _all_finite(value: Any) -> bool:
-    """True when no float in `value` (an array, a number or a dict of them) is NaN or infinite (runs every step)."""
+    """True when no float in `value` (an array, a number or a dict of them) is NaN or infinite (runs every step).
+
+    A float64 sum is finite exactly when every element is (NaN and inf propagate; float32 values cannot overflow
+    it), and costs one reduction instead of an elementwise test and a second reduction.
+    """
     if isinstance(value, dict):
         return all(_all_finite(v) for v in value.values())
     array = np.asarray(value)
+    if array.dtype.kind == "f" and array.dtype.itemsize <= 4:
+        return bool(np.isfinite(array.sum(dtype=np.float64)))
     return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
 
 
@@ -94,17 +100,15 @@ class RolloutGuard(gym.Wrapper):
             return []
         return [int(getattr(mujoco.mjtWarning, name)) for name in _DIVERGENCE_WARNINGS if hasattr(mujoco.mjtWarning, name)]
 
-    def _read_warnings(self) -> list[int]:
+    def _read_warnings(self) -> np.ndarray:
         data = self._data
-        if data is None:
-            return []
-        return [int(data.warning[i].number) for i in self._warning_ids]
+        if data is None or not self._warning_ids:
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(data.warning.number)[self._warning_ids]  # one read of all counters (runs every step)
 
     def _new_divergence(self) -> bool:
         counts = self._read_warnings()
-        diverged = len(counts) == len(self._warning_counts) and any(
-            now > before for now, before in zip(counts, self._warning_counts)
-        )
+        diverged = counts.shape == self._warning_counts.shape and bool((counts > self._warning_counts).any())
         self._warning_counts = counts
         return diverged
 

@@ -284,21 +284,23 @@ class _EnvRollout:
         return obs
 
     def _handle_dead_worker(self) -> None:
-        """A worker process died: fail its episode, replay the others' episodes from their seeds on a new vec env."""
+        """A worker process died: fail the episodes it held, replay the others' from their seeds on a new vec env."""
         processes = getattr(self.vec, "processes", [])
+        # env i lives in worker env_workers[i] (AsyncVectorEnv: one worker per env)
+        env_workers = getattr(self.vec, "env_workers", list(range(len(processes))))
         deadline = time.monotonic() + 5.0
         while processes and all(p.is_alive() for p in processes) and time.monotonic() < deadline:
             time.sleep(0.01)
-        dead = [i for i, p in enumerate(processes) if not p.is_alive()]
+        dead = {w for w, p in enumerate(processes) if not p.is_alive()}
         if not dead:
             raise RuntimeError(f"the vector env of {self.env_id!r} lost contact with a worker that is still alive")
         replay = []
         for i, ep in enumerate(self.slots):
             if ep is None:
                 continue
-            if i in dead:
+            if env_workers[i] in dead:
                 self.recording[i] = False
-                self._fail_dead(i, processes[i].exitcode)
+                self._fail_dead(i, processes[env_workers[i]].exitcode)
             else:
                 replay.append(ep.index)
                 self.slots[i] = None
@@ -335,6 +337,7 @@ def evaluate(
     env_fn: Callable[..., Any] | None = None,
     policy_name: str | None = None,
     config: dict | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Roll `policy` out for `episodes` episodes on each env id and return the report (see `report.py`).
 
@@ -343,9 +346,11 @@ def evaluate(
     `video_episodes` episodes are written there. An episode ends at the env's termination or truncation, at
     `max_episode_steps` when given, and at its first success when `stop_on_success`. `env_fn` makes the envs
     instead of `envs.make_env` (for envs alloy does not register); `config` is merged into the report's config.
-    With `asynchronous` each env runs in its own process; a single env always runs in this process.
+    With `asynchronous` the envs step in parallel, laid out by `workers` (see `envs.vector.make_vec_env`: None
+    is one group per core with this process stepping the first; N is N worker processes; N = num_envs isolates
+    every env in its own process); a single env always runs in this process.
     """
-    from envs.vector import make_vec_env
+    from envs.vector import make_vec_env, vector_layout
     from gymnasium.vector import AutoresetMode
     from tqdm import tqdm
 
@@ -358,6 +363,8 @@ def evaluate(
         raise TrainingError(f"num_envs must be a positive integer, got {num_envs}; use num_envs=1 or more")
     if max_episode_steps is not None and int(max_episode_steps) <= 0:
         raise TrainingError(f"max_episode_steps must be positive, got {max_episode_steps}; leave it unset for the env's own limit")
+    if workers is not None and int(workers) <= 0:
+        raise TrainingError(f"workers must be a positive integer, got {workers}; leave it unset for one per core")
     if video_episodes < 0:
         raise TrainingError(f"video_episodes must be 0 or more, got {video_episodes}")
     spec_name = policy_name or ("teacher" if isinstance(policy, str) else None)
@@ -384,6 +391,8 @@ def evaluate(
         "seed": int(seed),
         "env_kwargs": env_kwargs,
         "asynchronous": bool(asynchronous),
+        "workers": workers,
+        "vector_env": vector_layout(k, asynchronous, workers),
         "max_episode_steps": max_episode_steps,
         "stop_on_success": bool(stop_on_success),
         "video": bool(video),
@@ -406,7 +415,7 @@ def evaluate(
         for env_id in env_ids:
             make = functools.partial(
                 make_vec_env, env_id, k, int(seed), asynchronous, render_envs=n_video, wrappers=(guard,),
-                autoreset_mode=AutoresetMode.DISABLED, env_fn=env_fn, **env_kwargs,
+                autoreset_mode=AutoresetMode.DISABLED, env_fn=env_fn, workers=workers, **env_kwargs,
             )
             rollout = _EnvRollout(policy, env_id, make, episodes, k, int(seed), n_video, stop_on_success, totals, bar)
             rollout.video_dir = run_path / "videos" if run_path else None

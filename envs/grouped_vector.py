@@ -1,0 +1,359 @@
+"""A vector env that steps its envs in groups, one group per core, the first one in this process.
+
+Gymnasium's `AsyncVectorEnv` gives every env its own process and leaves the parent idle while they step. With
+more envs than cores that costs a pipe round trip and two context switches per env per step (about 0.4 ms on a
+small VM, more than a Meta-World step), and one core's worth of the parent's time is wasted waiting. Here the envs
+are split into `groups` contiguous groups (`SyncVectorEnv` each): with `local=True` this process steps group 0
+itself while worker processes step the others, so every core simulates and a step costs one round trip per
+worker, overlapped with the parent's own simulation. Both sides busy-poll their pipe briefly before blocking (see
+`_await`): on a VM, waking a halted vCPU for every message costs more than the step. Observations, rewards and infos are merged back in env order,
+with the same layout (`key` / `_key` masks) as any Gymnasium vector env.
+
+Isolation: an exception, NaN or divergence is still one env's business (the evaluation guard catches it inside
+the env), but a hard crash (segfault, `os._exit`) of an env in the local group ends this process. `processes` and
+`env_workers` (env index -> index into `processes`, -1 for the local group) let callers find the envs a dead
+worker took with it. Workers ignore Ctrl-C; the parent decides (see `envs/vector.py`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+
+def _dispatch(vec: SyncVectorEnv, command: str, data: Any) -> Any:
+    """Run one parent command on a group's envs (in a worker, or here for the local group)."""
+    if command == "step":
+        return vec.step(data)
+    if command == "reset":
+        return vec.reset(**data)
+    if command == "call":
+        name, args, kwargs = data
+        return vec.call(name, *args, **kwargs)
+    if command == "set_attr":
+        return vec.set_attr(*data)
+    raise RuntimeError(f"unknown vector-env command {command!r}")
+
+
+def _worker(env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode: AutoresetMode, pipe, parent_pipe) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent_pipe.close()
+    vec = None
+    try:
+        vec = SyncVectorEnv(list(env_fns), copy=False, autoreset_mode=autoreset_mode)
+        pipe.send(("ok", None))
+        while True:
+            _await(pipe, WORKER_SPIN_S)
+            command, data = pipe.recv()
+            if command == "close":
+                pipe.send(("ok", None))
+                break
+            try:
+                result = _dispatch(vec, command, data)
+            except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
+                pipe.send(("error", _picklable(e)))
+            else:
+                pipe.send(("ok", result))
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        pass
+    except Exception as e:  # noqa: BLE001 - construction failed: the parent raises it
+        try:
+            pipe.send(("error", _picklable(e)))
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        if vec is not None:
+            try:
+                vec.close()
+            except Exception:  # noqa: BLE001
+                pass
+        pipe.close()
+
+
+WORKER_SPIN_S = 0.0005  # a parent that runs a neural policy between steps gets its core back soon
+PARENT_SPIN_S = 0.002
+
+
+def _await(pipe, spin_s: float) -> None:
+    """Busy-poll `pipe` for up to `spin_s` before the blocking read.
+
+    On a VM an idle vCPU is halted and handed back to the host; waking it for the next message then costs more
+    than a Meta-World step. A step round trip is well under the spin window, so both sides stay awake through a
+    rollout and block only in real pauses (policy inference longer than the window, the end of the run).
+    """
+    deadline = time.perf_counter() + spin_s
+    while not pipe.poll() and time.perf_counter() < deadline:
+        pass
+
+
+def _picklable(error: BaseException) -> BaseException:
+    """The exception itself when it pickles, else a RuntimeError carrying its text and traceback."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return RuntimeError(f"{type(error).__name__} in a vector-env worker:\n{text}")
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Concatenate batched observations (arrays, dicts and tuples of them) along the env axis."""
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: _concat([p[k] for p in parts]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(_concat([p[i] for p in parts]) for i in range(len(first)))
+    return np.concatenate(parts, axis=0)
+
+
+def _copy(obs: Any) -> Any:
+    if isinstance(obs, dict):
+        return {k: _copy(v) for k, v in obs.items()}
+    if isinstance(obs, tuple):
+        return tuple(_copy(v) for v in obs)
+    return np.array(obs, copy=True)
+
+
+def _merge_infos(parts: list[dict], sizes: list[int]) -> dict:
+    """Merge the infos of consecutive env groups into one info dict in Gymnasium's `key` / `_key` layout."""
+    total, offsets = sum(sizes), np.cumsum([0] + list(sizes[:-1]))
+    merged: dict[str, Any] = {}
+    if all(p.keys() == parts[0].keys() for p in parts) and not any(isinstance(v, dict) for v in parts[0].values()):
+        # every group reported every key (the evaluation guard's infos, every step): plain concatenation
+        for key, value in parts[0].items():
+            merged[key] = np.concatenate([value] + [p[key] for p in parts[1:]])
+        return merged
+    keys = [k for part in parts for k in part if not k.startswith("_")]
+    for key in dict.fromkeys(keys):
+        present = [(o, n, p) for o, n, p in zip(offsets, sizes, parts) if key in p]
+        sample = present[0][2][key]
+        if isinstance(sample, dict):
+            sub_parts = [p.get(key, {}) for p in parts]
+            merged[key] = _merge_infos(sub_parts, sizes)
+            continue
+        sample = np.asarray(sample)
+        values = np.zeros((total, *sample.shape[1:]), dtype=sample.dtype)
+        if sample.dtype == object:
+            values = np.full((total, *sample.shape[1:]), None, dtype=object)
+        mask = np.zeros(total, dtype=bool)
+        for offset, n, part in present:
+            values[offset:offset + n] = part[key]
+            mask[offset:offset + n] = part.get(f"_{key}", np.ones(n, dtype=bool))
+        merged[key], merged[f"_{key}"] = values, mask
+    return merged
+
+
+class GroupedVectorEnv(VectorEnv):
+    """`len(env_fns)` envs in `groups` contiguous groups: group 0 here (with `local`), each other in a process."""
+
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        groups: int,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        context: str | None = None,
+        local: bool = True,
+    ):
+        self.num_envs = len(env_fns)
+        groups = max(1, min(int(groups), self.num_envs))
+        self.autoreset_mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
+        group_of = [i * groups // self.num_envs for i in range(self.num_envs)]
+        self.group_sizes = [group_of.count(g) for g in range(groups)]
+        self.local = bool(local)
+        # env i -> its worker's index in `processes`; -1: stepped in this process
+        self.env_workers = [g - 1 if self.local else g for g in group_of]
+
+        # The spaces and metadata come from one env built here, as AsyncVectorEnv does: a bad id or kwarg fails
+        # in the parent, with its own exception, before any worker starts.
+        probe = env_fns[0]()
+        self.single_observation_space = probe.observation_space
+        self.single_action_space = probe.action_space
+        self.metadata = dict(probe.metadata)
+        self.metadata["autoreset_mode"] = self.autoreset_mode
+        self.render_mode = probe.render_mode
+        self.spec = probe.spec
+        probe.close()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        ctx = multiprocessing.get_context(context)
+        self.parent_pipes, self.processes = [], []
+        self._local_vec = None
+        start = 0
+        for g, n in enumerate(self.group_sizes):
+            if g == 0 and self.local:
+                start += n
+                continue
+            parent_pipe, child_pipe = ctx.Pipe()
+            process = ctx.Process(
+                target=_worker, name=f"GroupedVectorEnv-{g}", daemon=True,
+                args=(list(env_fns[start:start + n]), self.autoreset_mode, child_pipe, parent_pipe),
+            )
+            process.start()
+            child_pipe.close()
+            self.parent_pipes.append(parent_pipe)
+            self.processes.append(process)
+            start += n
+        self._last_obs: list[Any] = [None] * groups
+        try:
+            if self.local:
+                self._local_vec = SyncVectorEnv(
+                    list(env_fns[: self.group_sizes[0]]), copy=False, autoreset_mode=self.autoreset_mode
+                )
+            self._gather(self._remote_groups())
+        except BaseException:
+            self.close(terminate=True)
+            raise
+
+    # ------------------------------------------------------------------------------------------------------
+    def _slices(self) -> list[slice]:
+        offsets = np.cumsum([0] + self.group_sizes)
+        return [slice(int(offsets[g]), int(offsets[g + 1])) for g in range(len(self.group_sizes))]
+
+    def _remote_groups(self) -> list[int]:
+        return list(range(1 if self.local else 0, len(self.group_sizes)))
+
+    def _pipe(self, group: int):
+        return self.parent_pipes[group - 1 if self.local else group]
+
+    def _run(self, commands: dict[int, tuple[str, Any]]) -> dict[int, Any]:
+        """Send each group its command, run the local group's meanwhile, then collect every reply.
+
+        Every remote reply is read even after an error, so that the pipes stay in step; the first error is raised.
+        """
+        remote = [g for g in commands if g != 0 or not self.local]
+        for g in remote:
+            self._pipe(g).send(commands[g])
+        results, error = {}, None
+        if self.local and 0 in commands:
+            command, data = commands[0]
+            try:
+                results[0] = _dispatch(self._local_vec, command, data)
+            except Exception as e:  # noqa: BLE001 - raised after the workers' replies are read
+                error = e
+        try:
+            gathered = self._gather(remote)
+        except Exception as e:
+            raise (error or e) from None
+        if error is not None:
+            raise error
+        results.update(zip(remote, gathered))
+        return results
+
+    def _gather(self, groups) -> list[Any]:
+        """Receive one reply from each of the remote `groups` (all of them, even after an error)."""
+        results, error = [], None
+        for g in groups:
+            _await(self._pipe(g), PARENT_SPIN_S)
+            status, value = self._pipe(g).recv()
+            if status == "error" and error is None:
+                error = value
+            results.append(value)
+        if error is not None:
+            raise error
+        return results
+
+    # ------------------------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (self.num_envs,) or not mask.any():
+                raise ValueError(f"reset_mask must be a boolean array of shape ({self.num_envs},) with a True value")
+        commands = {}
+        for g, sl in enumerate(self._slices()):
+            data: dict[str, Any] = {"seed": seeds[sl]}
+            if mask is not None:
+                if not mask[sl].any():
+                    if self._last_obs[g] is None:
+                        raise ValueError("the first reset must reset every env (no reset_mask)")
+                    continue
+                data["options"] = {**options, "reset_mask": mask[sl]}
+            elif options:
+                data["options"] = dict(options)
+            commands[g] = ("reset", data)
+        replies = self._run(commands)
+        infos = []
+        for g in range(len(self.group_sizes)):
+            info = {}
+            if g in replies:
+                obs, info = replies[g]
+                self._last_obs[g] = _copy(obs) if g == 0 and self.local else obs
+            infos.append(info)
+        return _concat(self._last_obs), _merge_infos(infos, self.group_sizes)
+
+    def step(self, actions):
+        actions = np.asarray(actions) if not isinstance(actions, (dict, tuple)) else actions
+        replies = self._run({g: ("step", actions[sl]) for g, sl in enumerate(self._slices())})
+        parts = [replies[g] for g in range(len(self.group_sizes))]
+        obs, rewards, terminated, truncated, infos = zip(*parts)
+        self._last_obs = list(obs)
+        if self.local:  # the local SyncVectorEnv reuses its buffers (copy=False)
+            self._last_obs[0] = _copy(self._last_obs[0])
+        return (
+            _concat(self._last_obs), np.concatenate(rewards), np.concatenate(terminated), np.concatenate(truncated),
+            _merge_infos(list(infos), self.group_sizes),
+        )
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        replies = self._run({g: ("call", (name, args, kwargs)) for g in range(len(self.group_sizes))})
+        return tuple(v for g in range(len(self.group_sizes)) for v in replies[g])
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        return self.call(name)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr got {len(values)} values for {self.num_envs} envs")
+        self._run({g: ("set_attr", (name, list(values[sl]))) for g, sl in enumerate(self._slices())})
+
+    def close_extras(self, terminate: bool = False, timeout: float = 5.0, **kwargs: Any) -> None:
+        if not terminate:
+            try:
+                for pipe in self.parent_pipes:
+                    pipe.send(("close", None))
+                for pipe in self.parent_pipes:
+                    if pipe.poll(timeout):
+                        pipe.recv()
+            except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+                terminate = True
+        for process in self.processes:
+            if terminate and process.is_alive():
+                process.terminate()
+        for pipe in self.parent_pipes:
+            pipe.close()
+        for process in self.processes:
+            process.join(timeout)
+        if self._local_vec is not None:
+            self._local_vec.close()
+            self._local_vec = None
+
+    def __del__(self):
+        if not getattr(self, "closed", True) and "processes" in vars(self) and sys is not None:
+            try:
+                self.close(terminate=True)
+            except Exception:  # noqa: BLE001
+                pass
