@@ -66,6 +66,7 @@ class SchemeSizes:
     num_anchors: int = 20
     train_modes: int = 0
     trunc_steps: int = 2
+    trunc_select: list[str] = field(default_factory=lambda: ["denoised", "prior"])  # one truncated row each
     ddpm_steps: int = 100
     ddim_steps: int = 10
     edm_steps: int = 10
@@ -251,9 +252,13 @@ class InferenceBench:
         s = p_stream.scheme
         rows.append(self.row(task.env, p_stream, "streaming", f"ddim-stream{s.levels}", s.levels, s.calls_per_action(),
                              1, "position", task.env, obs1, obs64, warm + s.levels))
-        p_trunc = self.train(f"{name}-truncated-ddim", dataset_id, ddim, trunc)
-        rows.append(self.row(task.env, p_trunc, "truncated", f"ddim-trunc{sc.trunc_steps}", sc.trunc_steps,
-                             p_trunc.scheme.calls_per_action(), sc.num_anchors, "sample", task.env, obs1, obs64, warm))
+        for select in sc.trunc_select:  # denoised: one call over all K anchors; prior: over the chosen mode
+            suffix = "" if select == "denoised" else f"-{select}"
+            p_trunc = self.train(f"{name}-truncated-ddim{suffix}", dataset_id, ddim,
+                                 dataclasses.replace(trunc, select=select))
+            rows.append(self.row(task.env, p_trunc, "truncated", f"ddim-trunc{sc.trunc_steps}{suffix}", sc.trunc_steps,
+                                 p_trunc.scheme.calls_per_action(), sc.num_anchors if select == "denoised" else 1,
+                                 "sample", task.env, obs1, obs64, warm))
         from training.data import WindowDataset
 
         data = WindowDataset(dataset_id, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon)

@@ -86,6 +86,8 @@ class SchemeConfig:
     trunc_steps: int = 2  # denoiser calls per replanning (each over all anchors at once)
     score_weight: float = 1.0  # weight of the mode classification loss
     train_modes: int = 0  # anchors denoised per training sample (the positive one + random others); 0: all
+    select: str = "denoised"  # denoised: score every denoised mode (DiffusionDrive); prior: score the anchors from
+    #                           the context alone, then denoise only the chosen one (batch B instead of B*K)
 
 
 @dataclass

@@ -102,3 +102,48 @@ def test_bad_truncated_settings_are_clear_errors():
                               scheme=SchemeConfig(action_horizon=2)))
         p.normalizer.fit(Windows().stats)
         fit_policy_anchors(p, Windows())
+
+
+@pytest.mark.parametrize("process", ["ddim", "edm"])
+def test_prior_selection_picks_the_mode_first_and_denoises_only_it(process):
+    """select=prior: the score head ranks the anchors from the context; one mode per row is denoised."""
+    torch.manual_seed(0)
+    policy, data = make(process, select="prior")
+    fit_policy_anchors(policy, data)
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    for step in range(120):
+        loss, _ = policy.compute_loss(_batch(data, 64, step), RandomSource.for_step(0, step, 64, "cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+    idx = np.arange(30)
+    rows = []
+    denoise = policy.net.denoise
+    policy.net.denoise = lambda x, *rest: rows.append(x.shape[0]) or denoise(x, *rest)
+    action = policy.act({"state": data.state[idx, -1]})
+    assert rows == [30] * 2  # trunc_steps calls, each over the 30 chosen modes (not 30 * K)
+    assert np.abs(action - data.action[idx, TO - 1]).max() < 0.2
+    chosen = policy.scheme.last_scores.argmax(dim=1).numpy()  # the anchor of the demonstrated kind of chunk
+    centres = policy.scheme.anchors.numpy().mean(axis=(1, 2))
+    assert np.allclose(centres[chosen], np.array([-0.8, 0.0, 0.8])[data.kind[idx]], atol=0.05)
+
+
+def test_prior_plan_matches_its_reference():
+    policy, data = make("ddim", select="prior")
+    fit_policy_anchors(policy, data)
+    policy.eval()
+    policy.act({"state": data.state[:3, -1]})
+    ctx = policy.encode_current()
+    with torch.inference_mode():
+        torch.manual_seed(5)
+        fast = policy.scheme.plan(policy, ctx)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        ref = policy.scheme.plan_reference(policy, ctx)
+    assert fast.shape == (3, TP, DA) and torch.allclose(fast, ref, atol=1e-6)
+
+
+def test_unknown_selection_is_a_clear_error():
+    with pytest.raises(PolicyError, match="select must be"):
+        make(select="best")

@@ -58,6 +58,7 @@ class Config:
     stream_action_horizon: int = 5  # Ta of the streaming row (3 chunks of 5 fill Tp-To+1 = 15)
     stream_calls: int = 1  # denoiser calls per streaming replanning
     trunc_steps: int = 2
+    trunc_select: List[str] = dataclasses.field(default_factory=lambda: ["denoised", "prior"])  # a truncated row each
     ddpm_steps: int = 100
     ddim_steps: int = 10
     edm_steps: int = 10
@@ -93,6 +94,9 @@ def run(cfg: DictConfig) -> None:
     from training.runtime import resolve_device, seed_everything
 
     sizes = resolve_sizes(cfg)
+    bad = [s for s in cfg.trunc_select if s not in ("denoised", "prior")]
+    if bad or not cfg.trunc_select:
+        raise DistillError(f"trunc_select must list denoised and/or prior, got {list(cfg.trunc_select)}")
     known = set(list_env_ids())
     unknown = [t for t in cfg.tasks if t not in known]
     if unknown:
@@ -109,7 +113,7 @@ def run(cfg: DictConfig) -> None:
                    latency_repeats=sizes["latency_repeats"], b64_repeats=sizes["b64_repeats"], threads=cfg.threads),
         SchemeSizes(action_horizon=cfg.action_horizon, stream_action_horizon=cfg.stream_action_horizon,
                     stream_calls=cfg.stream_calls, num_anchors=sizes["num_anchors"], train_modes=sizes["train_modes"],
-                    trunc_steps=cfg.trunc_steps, ddpm_steps=cfg.ddpm_steps, ddim_steps=cfg.ddim_steps,
+                    trunc_steps=cfg.trunc_steps, trunc_select=list(cfg.trunc_select), ddpm_steps=cfg.ddpm_steps, ddim_steps=cfg.ddim_steps,
                     edm_steps=cfg.edm_steps, consistency_steps=list(sizes["consistency_steps"])),
         cfg.run_dir, device, seed=cfg.seed, mode_cache=cfg.mode_cache, progress=cfg.progress)
     result = bench.run()

@@ -11,6 +11,12 @@ Because a noisy anchor can be far from the chunk it must become, the denoiser's 
 ladder. Inference noises all K anchors to the top of the band, runs `trunc_steps` denoiser calls (each over all
 K anchors in one batch) joined by deterministic DDIM steps between the ladder levels (not repeated refinements from
 the same level), and executes `chunk[To-1 : To-1+Ta]` of the best-scoring mode.
+
+`select=prior` changes only how the mode is chosen: the classification target (the anchor nearest to the
+demonstrated chunk) does not depend on the denoiser, so the score head can read the context and the anchors
+themselves and pick the mode before any denoising; only that mode is then denoised, at batch B instead of B*K.
+On a CPU, where a batch of K anchors costs several single calls, that is what makes a replanning as cheap as
+`trunc_steps` calls at batch 1; training skips the K-mode scoring pass as well.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ class TruncatedScheme(Scheme):
         if cfg.train_modes < 0 or cfg.train_modes == 1 or cfg.train_modes > self.num_anchors:
             raise PolicyError(f"scheme.train_modes must be 0 (all) or in [2, num_anchors={self.num_anchors}], "
                               f"got {cfg.train_modes}")
+        if cfg.select not in ("denoised", "prior"):
+            raise PolicyError(f"scheme.select must be 'denoised' or 'prior', got {cfg.select!r}")
+        self.prior = cfg.select == "prior"
         self.register_buffer("anchors", torch.zeros(self.num_anchors, pred_horizon, action_dim))
         self.register_buffer("anchors_fitted", torch.zeros((), dtype=torch.bool))
         self.mode_embed = nn.Embedding(self.num_anchors, _MODE_DIM)
@@ -150,6 +159,9 @@ class TruncatedScheme(Scheme):
         x_pos, nv_pos = xt[rows, pos_col], nv[rows, pos_col]
         out_pos = host.net.denoise(*process.net_input(x_pos, nv_pos.to(x_pos.dtype)), ctx)
         regression = (out_pos.float() - actions.float()) ** 2
+        if self.prior:  # the modes are scored from the context and the anchors: no pass over the other modes
+            ce = F.cross_entropy(self.scores(ctx, anchors[modes], modes).float(), target, reduction="none")
+            return regression + self.cfg.score_weight * ce[:, None, None]
         with torch.no_grad():  # the other modes only feed the (detached) score inputs
             flat = xt.flatten(0, 1)
             ctx_rep = ctx.repeat_interleave(m, dim=0)
@@ -174,15 +186,27 @@ class TruncatedScheme(Scheme):
         b, device = ctx.shape[0], ctx.device
         ladder = self.ladder(process, device)
         steps = int(self.cfg.trunc_steps)
+        if self.prior:
+            start, ctx_rep, k = self._pick_prior(ctx), ctx, 1
+        else:
+            start, ctx_rep = self.anchors[None].expand(b, -1, -1, -1), ctx.repeat_interleave(k, dim=0)
         shape = (b * k, self.pred_horizon, self.action_dim)
-        x = noise_to(process, self.anchors[None].expand(b, -1, -1, -1).reshape(shape),
-                     torch.randn(shape, device=device), ladder[steps].expand(b * k))
-        ctx_rep = ctx.repeat_interleave(k, dim=0)
+        x = noise_to(process, start.reshape(shape), torch.randn(shape, device=device), ladder[steps].expand(b * k))
         for i in range(steps, 0, -1):
             nv = ladder[i].expand(b * k).to(x.dtype)
             x0 = host.net.denoise(*process.net_input(x, nv), ctx_rep).to(x.dtype)
             x = x0 if i == 1 else step_to(process, x, x0, ladder[i].expand(b * k), ladder[i - 1].expand(b * k), 0.0, None)
+        if self.prior:
+            return x
         return self._pick(ctx, x.view(b, k, self.pred_horizon, self.action_dim))
+
+    def _pick_prior(self, ctx) -> torch.Tensor:
+        """The anchor (B, Tp, da) the score head ranks first from the context alone (select=prior)."""
+        b, k = ctx.shape[0], self.num_anchors
+        modes = torch.arange(k, device=ctx.device)[None].expand(b, -1)
+        scores = self.scores(ctx, self.anchors[None].expand(b, -1, -1, -1), modes)
+        self.last_scores = scores
+        return self.anchors[scores.argmax(dim=1)]
 
     def _pick(self, ctx, chunks) -> torch.Tensor:
         b, k = chunks.shape[:2]
@@ -211,17 +235,23 @@ class TruncatedScheme(Scheme):
 
     def plan(self, host, ctx) -> torch.Tensor:
         """Best-scoring denoised chunk (B, Tp, da) for contexts ctx (B, ...): noise the K anchors to the top of the
-        band, `trunc_steps` deterministic steps (each one call over all B*K rows), score the modes."""
+        band, `trunc_steps` deterministic steps (each one call over all B*K rows), score the modes. With
+        select=prior the mode is scored first and only it is noised and denoised (B rows)."""
         self._check_fitted()
-        k = self.num_anchors
         b, device = ctx.shape[0], ctx.device
+        if self.prior:
+            anchors, ctx_rep, k = self._pick_prior(ctx), ctx, 1
+        else:
+            k = self.num_anchors
+            anchors, ctx_rep = self.anchors[None].expand(b, -1, -1, -1), ctx.repeat_interleave(k, dim=0)
         shape = (b * k, self.pred_horizon, self.action_dim)
         start, steps = self._steps(host.process, device, self.anchors.dtype, b * k)
-        x = start(self.anchors[None].expand(b, -1, -1, -1).reshape(shape), torch.randn(shape, device=device))
-        ctx_rep = ctx.repeat_interleave(k, dim=0)
+        x = start(anchors.reshape(shape), torch.randn(shape, device=device))
         for step in steps[:-1]:
             x = step(host, x, ctx_rep)
         x = steps[-1].denoise(host, x, ctx_rep)  # the last step lands on the clean estimate itself
+        if self.prior:
+            return x
         return self._pick(ctx, x.view(b, k, self.pred_horizon, self.action_dim))
 
     def act(self, host):
