@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -40,6 +41,11 @@ log = logging.getLogger("alloy.bench.inference")
 class TaskSpec:
     env: str = "alloy/Nav-Holonomic-v0"
     episodes: int = 50  # demonstrations collected when the dataset is missing
+    # what the task needs, for every row alike (None / empty: the benchmark-wide value)
+    obs_keys: list[str] = field(default_factory=list)
+    pred_horizon: int | None = None
+    action_horizon: int | None = None  # chunk, truncated and consistency Ta
+    stream_action_horizon: int | None = None
 
 
 @dataclass
@@ -66,7 +72,8 @@ class SchemeSizes:
     num_anchors: int = 20
     train_modes: int = 0
     trunc_steps: int = 2
-    trunc_select: list[str] = field(default_factory=lambda: ["denoised", "prior"])  # one truncated row each
+    trunc_select: list[str] = field(default_factory=lambda: ["denoised", "prior"])  # a truncated policy each
+    trunc_prior_steps: list[int] = field(default_factory=lambda: [1, 2])  # rows of the prior policy (same weights)
     ddpm_steps: int = 100
     ddim_steps: int = 10
     edm_steps: int = 10
@@ -161,9 +168,12 @@ class InferenceBench:
         self.tasks, self.net, self.sizes, self.schemes = tasks, net, sizes, schemes
         self.run_dir, self.device, self.seed = Path(run_dir), device, int(seed)
         self.mode_cache, self.progress = mode_cache, progress
-        if sizes.latency_window % math.lcm(schemes.action_horizon, schemes.stream_action_horizon):
+        horizons = {schemes.action_horizon, schemes.stream_action_horizon}
+        for t in tasks:
+            horizons |= {h for h in (t.action_horizon, t.stream_action_horizon) if h}
+        if sizes.latency_window % math.lcm(*horizons):
             raise DistillError(f"latency_window={sizes.latency_window} must be a multiple of every action horizon "
-                               f"({schemes.action_horizon} and {schemes.stream_action_horizon})")
+                               f"({', '.join(map(str, sorted(horizons)))})")
 
     # -- data and training -----------------------------------------------------------------------------------------
     def dataset_for(self, task: TaskSpec) -> str:
@@ -185,14 +195,20 @@ class InferenceBench:
             collect(targets, task.episodes, seed=self.seed, workers=2, only_success=True, progress=self.progress)
         return dataset_id
 
-    def train(self, name: str, dataset_id: str, diffusion: DiffusionConfig, scheme: SchemeConfig) -> Policy:
+    def task_net(self, task: TaskSpec) -> NetConfig:
+        return dataclasses.replace(self.net, obs_keys=list(task.obs_keys) or list(self.net.obs_keys),
+                                   pred_horizon=task.pred_horizon or self.net.pred_horizon)
+
+    def train(self, name: str, dataset_id: str, diffusion: DiffusionConfig, scheme: SchemeConfig,
+              net: NetConfig | None = None) -> Policy:
         from training.data import WindowDataset
         from training.policy_build import build_policy
         from training.trainer import Trainer, TrainerConfig
 
         s = self.sizes
-        data = WindowDataset(dataset_id, obs_horizon=self.net.obs_horizon, pred_horizon=self.net.pred_horizon)
-        policy = build_policy(data, copy.deepcopy(self.net), diffusion, scheme)
+        net = net or self.net
+        data = WindowDataset(dataset_id, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon)
+        policy = build_policy(data, copy.deepcopy(net), diffusion, scheme)
         cfg = TrainerConfig(max_steps=s.train_steps, batch_size=s.batch_size, lr=s.lr,
                             warmup_steps=min(500, s.train_steps // 10), ckpt_every=0, log_every=max(1, s.train_steps // 10),
                             progress=self.progress)
@@ -217,6 +233,8 @@ class InferenceBench:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         success = self.evaluate(policy, env_id)
         row = {"task": task, "policy": f"{policy.spec.net.name}-{label}", "scheme": scheme, "steps": steps,
+               "pred_horizon": int(policy.pred_horizon),
+               "action_horizon": getattr(policy.scheme, "action_horizon", None),
                "params": n_params(policy), "calls_per_action": calls_per_action, "ms_per_call_b1": per_call,
                "ms_per_action_b1": lat["ms_per_action_b1"], "ms_per_action_b64": lat["ms_per_action_b64"],
                "p99_ms_per_action_b1": lat["p99_ms_per_action_b1"], "success_rate": success}
@@ -224,11 +242,14 @@ class InferenceBench:
         return row
 
     def run_task(self, task: TaskSpec) -> list[dict[str, Any]]:
-        sc, net = self.schemes, self.net
+        sc, net = self.schemes, self.task_net(task)
+        sc = dataclasses.replace(sc, action_horizon=task.action_horizon or sc.action_horizon,
+                                 stream_action_horizon=task.stream_action_horizon or sc.stream_action_horizon)
         dataset_id = self.dataset_for(task)
         obs1, obs64 = _obs_batch(task.env, 1, self.seed), _obs_batch(task.env, 64, self.seed)
         name = task.env.replace("/", "_")
         ta = sc.action_horizon
+        train = functools.partial(self.train, net=net)
         chunk = SchemeConfig(name="chunk", action_horizon=ta)
         ddpm = DiffusionConfig(name="ddpm", num_train_steps=100, num_inference_steps=sc.ddpm_steps)
         ddim = dataclasses.replace(ddpm, name="ddim", num_inference_steps=sc.ddim_steps)
@@ -239,26 +260,27 @@ class InferenceBench:
         rows = []
         warm = 2 * max(ta, sc.stream_action_horizon)
 
-        p_ddpm = self.train(f"{name}-chunk-ddpm", dataset_id, ddpm, chunk)
+        p_ddpm = train(f"{name}-chunk-ddpm", dataset_id, ddpm, chunk)
         rows.append(self.row(task.env, p_ddpm, "chunk", f"ddpm{sc.ddpm_steps}", sc.ddpm_steps, sc.ddpm_steps / ta, 1,
                              "sample", task.env, obs1, obs64, warm))
         p_ddim = _with_process(p_ddpm, ddim)
         rows.append(self.row(task.env, p_ddim, "chunk", f"ddim{sc.ddim_steps}", sc.ddim_steps, sc.ddim_steps / ta, 1,
                              "sample", task.env, obs1, obs64, warm))
-        p_edm = self.train(f"{name}-chunk-edm", dataset_id, edm, chunk)
+        p_edm = train(f"{name}-chunk-edm", dataset_id, edm, chunk)
         rows.append(self.row(task.env, p_edm, "chunk", f"edm{sc.edm_steps}", sc.edm_steps, sc.edm_steps / ta, 1,
                              "sample", task.env, obs1, obs64, warm))
-        p_stream = self.train(f"{name}-streaming-ddim", dataset_id, ddim, stream)
+        p_stream = train(f"{name}-streaming-ddim", dataset_id, ddim, stream)
         s = p_stream.scheme
         rows.append(self.row(task.env, p_stream, "streaming", f"ddim-stream{s.levels}", s.levels, s.calls_per_action(),
                              1, "position", task.env, obs1, obs64, warm + s.levels))
-        for select in sc.trunc_select:  # denoised: one call over all K anchors; prior: over the chosen mode
+        for select in sc.trunc_select:  # denoised: each call over all K anchors; prior: over the chosen mode
             suffix = "" if select == "denoised" else f"-{select}"
-            p_trunc = self.train(f"{name}-truncated-ddim{suffix}", dataset_id, ddim,
-                                 dataclasses.replace(trunc, select=select))
-            rows.append(self.row(task.env, p_trunc, "truncated", f"ddim-trunc{sc.trunc_steps}{suffix}", sc.trunc_steps,
-                                 p_trunc.scheme.calls_per_action(), sc.num_anchors if select == "denoised" else 1,
-                                 "sample", task.env, obs1, obs64, warm))
+            p_trunc = train(f"{name}-truncated-ddim{suffix}", dataset_id, ddim, dataclasses.replace(trunc, select=select))
+            for k in ([sc.trunc_steps] if select == "denoised" else sc.trunc_prior_steps):
+                p_trunc.scheme.set_steps(k)
+                rows.append(self.row(task.env, p_trunc, "truncated", f"ddim-trunc{k}{suffix}", k,
+                                     p_trunc.scheme.calls_per_action(), sc.num_anchors if select == "denoised" else 1,
+                                     "sample", task.env, obs1, obs64, warm))
         from training.data import WindowDataset
 
         data = WindowDataset(dataset_id, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,6 +51,8 @@ class Sizes:
 class Config:
     preset: str = "full"  # full | quick
     tasks: List[str] = dataclasses.field(default_factory=lambda: ["alloy/Nav-Holonomic-v0", "metaworld/reach-v3"])
+    # per task id: obs_keys, pred_horizon, action_horizon, stream_action_horizon (what the task needs, every row)
+    task_settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
     sizes: Sizes = dataclasses.field(default_factory=Sizes)
     obs_horizon: int = 2
     pred_horizon: int = 16
@@ -58,7 +60,8 @@ class Config:
     stream_action_horizon: int = 5  # Ta of the streaming row (3 chunks of 5 fill Tp-To+1 = 15)
     stream_calls: int = 1  # denoiser calls per streaming replanning
     trunc_steps: int = 2
-    trunc_select: List[str] = dataclasses.field(default_factory=lambda: ["denoised", "prior"])  # a truncated row each
+    trunc_select: List[str] = dataclasses.field(default_factory=lambda: ["denoised", "prior"])  # a truncated policy each
+    trunc_prior_steps: List[int] = dataclasses.field(default_factory=lambda: [1, 2])  # rows of the prior policy
     ddpm_steps: int = 100
     ddim_steps: int = 10
     edm_steps: int = 10
@@ -97,7 +100,16 @@ def run(cfg: DictConfig) -> None:
     bad = [s for s in cfg.trunc_select if s not in ("denoised", "prior")]
     if bad or not cfg.trunc_select:
         raise DistillError(f"trunc_select must list denoised and/or prior, got {list(cfg.trunc_select)}")
+    if not cfg.trunc_prior_steps or min(cfg.trunc_prior_steps) < 1 or cfg.trunc_steps < 1:
+        raise DistillError("trunc_steps and every trunc_prior_steps entry must be >= 1")
     known = set(list_env_ids())
+    settings = OmegaConf.to_container(cfg.task_settings, resolve=True)
+    allowed = {"obs_keys", "pred_horizon", "action_horizon", "stream_action_horizon"}
+    for task_id, extra in settings.items():
+        wrong = sorted(set(extra or {}) - allowed)
+        if wrong:
+            raise DistillError(f"task_settings.{task_id} has unknown key(s) {', '.join(wrong)}; "
+                               f"use {', '.join(sorted(allowed))}")
     unknown = [t for t in cfg.tasks if t not in known]
     if unknown:
         raise DistillError(f"unknown task env id(s) {', '.join(unknown)}; use alloy/Nav-<Robot>-v0 or metaworld/<task>")
@@ -106,14 +118,15 @@ def run(cfg: DictConfig) -> None:
     net = NetConfig(name=sizes["net"], d_model=sizes["d_model"], n_layers=sizes["n_layers"], n_heads=sizes["n_heads"],
                     obs_horizon=cfg.obs_horizon, pred_horizon=cfg.pred_horizon)
     bench = InferenceBench(
-        [TaskSpec(env=t, episodes=int(sizes["demos"])) for t in cfg.tasks], net,
+        [TaskSpec(env=t, episodes=int(sizes["demos"]), **(settings.get(t) or {})) for t in cfg.tasks], net,
         BenchSizes(train_steps=sizes["train_steps"], batch_size=sizes["batch_size"], lr=sizes["lr"],
                    distill_steps=sizes["distill_steps"], eval_episodes=sizes["eval_episodes"],
                    eval_num_envs=sizes["eval_num_envs"], latency_window=sizes["latency_window"],
                    latency_repeats=sizes["latency_repeats"], b64_repeats=sizes["b64_repeats"], threads=cfg.threads),
         SchemeSizes(action_horizon=cfg.action_horizon, stream_action_horizon=cfg.stream_action_horizon,
                     stream_calls=cfg.stream_calls, num_anchors=sizes["num_anchors"], train_modes=sizes["train_modes"],
-                    trunc_steps=cfg.trunc_steps, trunc_select=list(cfg.trunc_select), ddpm_steps=cfg.ddpm_steps, ddim_steps=cfg.ddim_steps,
+                    trunc_steps=cfg.trunc_steps, trunc_select=list(cfg.trunc_select),
+                    trunc_prior_steps=list(cfg.trunc_prior_steps), ddpm_steps=cfg.ddpm_steps, ddim_steps=cfg.ddim_steps,
                     edm_steps=cfg.edm_steps, consistency_steps=list(sizes["consistency_steps"])),
         cfg.run_dir, device, seed=cfg.seed, mode_cache=cfg.mode_cache, progress=cfg.progress)
     result = bench.run()

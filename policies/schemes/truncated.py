@@ -131,6 +131,15 @@ class TruncatedScheme(Scheme):
         x = torch.cat([c, denoised.flatten(2).to(c.dtype), self.mode_embed(modes).to(c.dtype)], dim=-1)
         return self.score_head(x).squeeze(-1)
 
+    def set_steps(self, steps: int) -> None:
+        """Sample with `steps` denoiser calls per replanning from now on (training does not depend on it: the band
+        top is the same for every step count)."""
+        if int(steps) < 1:
+            raise PolicyError(f"scheme.trunc_steps must be >= 1, got {steps}")
+        self.cfg.trunc_steps = int(steps)
+        self._ladders.clear()
+        self._plans.clear()
+
     def calls_per_action(self) -> float:
         return int(self.cfg.trunc_steps) / self.action_horizon
 
