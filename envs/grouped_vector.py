@@ -184,7 +184,8 @@ class GroupedVectorEnv(VectorEnv):
         self.metadata["autoreset_mode"] = self.autoreset_mode
         self.render_mode = probe.render_mode
         self.spec = probe.spec
-        probe.close()
+        if not self.local:
+            probe.close()  # with a local group it becomes env 0 instead of being built twice
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
@@ -209,11 +210,12 @@ class GroupedVectorEnv(VectorEnv):
         self._last_obs: list[Any] = [None] * groups
         try:
             if self.local:
-                self._local_vec = SyncVectorEnv(
-                    list(env_fns[: self.group_sizes[0]]), copy=False, autoreset_mode=self.autoreset_mode
-                )
+                fns = [lambda: probe] + list(env_fns[1: self.group_sizes[0]])
+                self._local_vec = SyncVectorEnv(fns, copy=False, autoreset_mode=self.autoreset_mode)
             self._gather(self._remote_groups())
         except BaseException:
+            if self.local and self._local_vec is None:
+                probe.close()
             self.close(terminate=True)
             raise
 
