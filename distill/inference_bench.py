@@ -10,7 +10,9 @@ and batch 64, the p99 of single `act` calls at batch 1, and the success rate of 
 (speed-up and the largest action difference for the same noise), for the full chunk and for streaming.
 
 Latency is measured on the policy's device with `torch.set_num_threads(threads)`, after warm-up, on real
-observations from the env; act() includes the policy's own work (validation, normalisation, history).
+observations from the env; act() includes the policy's own work (validation, normalisation, history). All rows
+of a task are trained first and then timed round-robin (one window of each row per round, medians over rounds),
+so that a machine whose speed drifts over minutes biases their ratios less.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.consistency import ConsistencyConfig, distill_consistency, save_student, set_student_steps
+from distill.consistency import (ConsistencyConfig, distill_consistency, load_student, save_student,
+                                 set_student_steps)
 from distill.errors import DistillError
 from policies import DiffusionConfig, NetConfig, Policy, SchemeConfig
 
@@ -103,6 +106,19 @@ def _obs_batch(env_id: str, batch: int, seed: int) -> dict[str, np.ndarray]:
     return {k: np.repeat(np.asarray(v, np.float32).reshape(1, -1), batch, axis=0) for k, v in obs.items()}
 
 
+def act_window(policy, obs: dict, window: int, warmup: int) -> tuple[float, list[float]]:
+    """ms per executed action over `window` act() calls after a reset and `warmup` calls; and each call's ms."""
+    sync = _sync_fn(policy.device)
+    policy.reset()
+    for _ in range(warmup):
+        policy.act(obs)
+    singles = []
+    t0 = time.perf_counter()
+    for _ in range(window):
+        singles.append(_timed(lambda: policy.act(obs), sync))
+    return (time.perf_counter() - t0) * 1e3 / window, singles
+
+
 def act_latency(policy, obs1: dict, obs64: dict, sizes: BenchSizes, warmup: int) -> dict[str, float]:
     """ms per executed action at batch 1 (median over repeats) and batch 64, p99 of single act() at batch 1."""
     sync = _sync_fn(policy.device)
@@ -161,11 +177,38 @@ def _with_process(policy: Policy, diffusion: DiffusionConfig) -> Policy:
     return other.to(policy.device).eval()
 
 
+@dataclass
+class _Row:
+    """One benchmark row before it is measured: the policy, how to put it in the row's setting, and its labels."""
+
+    policy: Any
+    scheme: str
+    label: str
+    steps: int
+    calls_per_action: float
+    call_batch: int  # rows in one denoiser call at batch 1 (truncated, denoised selection: all anchors)
+    level_shape: str  # "sample" or "position" (streaming)
+    warmup: int
+    setup: Any = lambda: None  # e.g. the sampling step count of a policy shared by several rows
+    windows: dict = field(default_factory=lambda: {"b1": [], "b64": []})
+    singles: list = field(default_factory=list)
+    per_call: float = float("nan")
+
+
 class InferenceBench:
     def __init__(self, tasks: list[TaskSpec], net: NetConfig, sizes: BenchSizes, schemes: SchemeSizes,
                  run_dir: str | Path, device: torch.device, seed: int = 0, mode_cache: bool = True,
-                 progress: bool = True):
+                 progress: bool = True, from_run: str | Path | None = None):
         self.tasks, self.net, self.sizes, self.schemes = tasks, net, sizes, schemes
+        # from_run: time the policies an earlier run trained (its success rates are kept) instead of training
+        self.from_run = Path(from_run) if from_run else None
+        self.earlier: dict[tuple[str, str], dict] = {}
+        if self.from_run is not None:
+            path = self.from_run / "inference.json"
+            if not path.is_file():
+                raise DistillError(f"from_run={from_run} holds no inference.json; pass the run directory of an "
+                                   f"earlier alloy bench inference")
+            self.earlier = {(r["task"], r["policy"]): r for r in json.loads(path.read_text())["rows"]}
         self.run_dir, self.device, self.seed = Path(run_dir), device, int(seed)
         self.mode_cache, self.progress = mode_cache, progress
         horizons = {schemes.action_horizon, schemes.stream_action_horizon}
@@ -225,31 +268,63 @@ class InferenceBench:
         return float(report["overall"]["success_rate"] or 0.0)
 
     # -- rows ------------------------------------------------------------------------------------------------------
-    def row(self, task: str, policy, scheme: str, label: str, steps: int, calls_per_action: float, call_batch: int,
-            level_shape: str, env_id: str, obs1, obs64, warmup: int) -> dict[str, Any]:
+    def time_rows(self, rows: list[_Row], obs1, obs64) -> None:
+        """Latencies of every row, measured round-robin: on a shared machine whose speed drifts over minutes, a
+        row timed minutes after another would carry the drift into their ratio. Each round times one window of
+        every row (after its warm-up), at batch 1 and then at batch 64; medians over the rounds are reported."""
         torch.set_num_threads(self.sizes.threads)
-        lat = act_latency(policy, obs1, obs64, self.sizes, warmup)
-        per_call = call_latency(policy, obs1, call_batch, level_shape)
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-        success = self.evaluate(policy, env_id)
-        row = {"task": task, "policy": f"{policy.spec.net.name}-{label}", "scheme": scheme, "steps": steps,
+        try:
+            for name, obs, repeats in (("b1", obs1, self.sizes.latency_repeats), ("b64", obs64, self.sizes.b64_repeats)):
+                for _ in range(repeats):
+                    for row in rows:
+                        row.setup()
+                        window, singles = act_window(row.policy, obs, self.sizes.latency_window, row.warmup)
+                        row.windows[name].append(window)
+                        if name == "b1":
+                            row.singles.extend(singles)
+            for row in rows:
+                row.setup()
+                row.per_call = call_latency(row.policy, obs1, row.call_batch, row.level_shape)
+        finally:
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    def load(self, name: str, *_args, **_kwargs) -> Policy:
+        """The policy `name` of the earlier run (from_run), as trained there."""
+        path = self.from_run / "policies" / name / "checkpoints" / "last"
+        if not path.is_dir():
+            raise DistillError(f"from_run={self.from_run} has no policy {name} ({path} is missing); it was made "
+                               f"with other tasks or settings")
+        return Policy.from_pretrained(path, device=self.device).eval()
+
+    def finish_row(self, task: str, row: _Row) -> dict[str, Any]:
+        row.setup()
+        policy = row.policy
+        label = f"{policy.spec.net.name}-{row.label}"
+        if self.from_run is not None:
+            if (task, label) not in self.earlier:
+                raise DistillError(f"from_run={self.from_run} has no row {label} for {task}")
+            success = self.earlier[(task, label)]["success_rate"]
+        else:
+            success = self.evaluate(policy, task)
+        out = {"task": task, "policy": label, "scheme": row.scheme, "steps": row.steps,
                "pred_horizon": int(policy.pred_horizon),
                "action_horizon": getattr(policy.scheme, "action_horizon", None),
-               "params": n_params(policy), "calls_per_action": calls_per_action, "ms_per_call_b1": per_call,
-               "ms_per_action_b1": lat["ms_per_action_b1"], "ms_per_action_b64": lat["ms_per_action_b64"],
-               "p99_ms_per_action_b1": lat["p99_ms_per_action_b1"], "success_rate": success}
-        log.info("%s", row)
-        return row
+               "params": n_params(policy), "calls_per_action": row.calls_per_action, "ms_per_call_b1": row.per_call,
+               "ms_per_action_b1": float(np.median(row.windows["b1"])),
+               "ms_per_action_b64": float(np.median(row.windows["b64"])),
+               "p99_ms_per_action_b1": float(np.percentile(row.singles, 99)), "success_rate": success}
+        log.info("%s", out)
+        return out
 
     def run_task(self, task: TaskSpec) -> list[dict[str, Any]]:
         sc, net = self.schemes, self.task_net(task)
         sc = dataclasses.replace(sc, action_horizon=task.action_horizon or sc.action_horizon,
                                  stream_action_horizon=task.stream_action_horizon or sc.stream_action_horizon)
-        dataset_id = self.dataset_for(task)
+        dataset_id = self.dataset_for(task) if self.from_run is None else None
         obs1, obs64 = _obs_batch(task.env, 1, self.seed), _obs_batch(task.env, 64, self.seed)
         name = task.env.replace("/", "_")
         ta = sc.action_horizon
-        train = functools.partial(self.train, net=net)
+        train = functools.partial(self.train, net=net) if self.from_run is None else self.load
         chunk = SchemeConfig(name="chunk", action_horizon=ta)
         ddpm = DiffusionConfig(name="ddpm", num_train_steps=100, num_inference_steps=sc.ddpm_steps)
         ddim = dataclasses.replace(ddpm, name="ddim", num_inference_steps=sc.ddim_steps)
@@ -257,42 +332,45 @@ class InferenceBench:
         stream = SchemeConfig(name="streaming", action_horizon=sc.stream_action_horizon, stream_calls=sc.stream_calls)
         trunc = SchemeConfig(name="truncated", action_horizon=ta, num_anchors=sc.num_anchors,
                              trunc_steps=sc.trunc_steps, train_modes=sc.train_modes)
-        rows = []
+        rows: list[_Row] = []
         warm = 2 * max(ta, sc.stream_action_horizon)
 
         p_ddpm = train(f"{name}-chunk-ddpm", dataset_id, ddpm, chunk)
-        rows.append(self.row(task.env, p_ddpm, "chunk", f"ddpm{sc.ddpm_steps}", sc.ddpm_steps, sc.ddpm_steps / ta, 1,
-                             "sample", task.env, obs1, obs64, warm))
+        rows.append(_Row(p_ddpm, "chunk", f"ddpm{sc.ddpm_steps}", sc.ddpm_steps, sc.ddpm_steps / ta, 1, "sample", warm))
         p_ddim = _with_process(p_ddpm, ddim)
-        rows.append(self.row(task.env, p_ddim, "chunk", f"ddim{sc.ddim_steps}", sc.ddim_steps, sc.ddim_steps / ta, 1,
-                             "sample", task.env, obs1, obs64, warm))
+        rows.append(_Row(p_ddim, "chunk", f"ddim{sc.ddim_steps}", sc.ddim_steps, sc.ddim_steps / ta, 1, "sample", warm))
         p_edm = train(f"{name}-chunk-edm", dataset_id, edm, chunk)
-        rows.append(self.row(task.env, p_edm, "chunk", f"edm{sc.edm_steps}", sc.edm_steps, sc.edm_steps / ta, 1,
-                             "sample", task.env, obs1, obs64, warm))
+        rows.append(_Row(p_edm, "chunk", f"edm{sc.edm_steps}", sc.edm_steps, sc.edm_steps / ta, 1, "sample", warm))
         p_stream = train(f"{name}-streaming-ddim", dataset_id, ddim, stream)
         s = p_stream.scheme
-        rows.append(self.row(task.env, p_stream, "streaming", f"ddim-stream{s.levels}", s.levels, s.calls_per_action(),
-                             1, "position", task.env, obs1, obs64, warm + s.levels))
+        rows.append(_Row(p_stream, "streaming", f"ddim-stream{s.levels}", s.levels, s.calls_per_action(), 1,
+                         "position", warm + s.levels))
         for select in sc.trunc_select:  # denoised: each call over all K anchors; prior: over the chosen mode
             suffix = "" if select == "denoised" else f"-{select}"
             p_trunc = train(f"{name}-truncated-ddim{suffix}", dataset_id, ddim, dataclasses.replace(trunc, select=select))
             for k in ([sc.trunc_steps] if select == "denoised" else sc.trunc_prior_steps):
-                p_trunc.scheme.set_steps(k)
-                rows.append(self.row(task.env, p_trunc, "truncated", f"ddim-trunc{k}{suffix}", k,
-                                     p_trunc.scheme.calls_per_action(), sc.num_anchors if select == "denoised" else 1,
-                                     "sample", task.env, obs1, obs64, warm))
-        from training.data import WindowDataset
+                rows.append(_Row(p_trunc, "truncated", f"ddim-trunc{k}{suffix}", k, k / ta,
+                                 sc.num_anchors if select == "denoised" else 1, "sample", warm,
+                                 setup=functools.partial(p_trunc.scheme.set_steps, k)))
+        if self.from_run is None:
+            from training.data import WindowDataset
 
-        data = WindowDataset(dataset_id, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon)
-        ccfg = ConsistencyConfig(steps=min(sc.consistency_steps), max_steps=self.sizes.distill_steps,
-                                 batch_size=self.sizes.batch_size, seed=self.seed, progress=self.progress)
-        student = distill_consistency(p_edm, data, ccfg, self.device)
-        save_student(student, self.run_dir / "policies" / f"{name}-consistency")
+            data = WindowDataset(dataset_id, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon)
+            ccfg = ConsistencyConfig(steps=min(sc.consistency_steps), max_steps=self.sizes.distill_steps,
+                                     batch_size=self.sizes.batch_size, seed=self.seed, progress=self.progress)
+            student = distill_consistency(p_edm, data, ccfg, self.device)
+            save_student(student, self.run_dir / "policies" / f"{name}-consistency")
+        else:
+            path = self.from_run / "policies" / f"{name}-consistency"
+            if not path.is_dir():
+                raise DistillError(f"from_run={self.from_run} has no consistency student for {task.env}")
+            student = load_student(path, self.device).eval()
         for k in sc.consistency_steps:
-            set_student_steps(student, k)
-            rows.append(self.row(task.env, student, "consistency", f"cd{k}", k, k / ta, 1, "sample", task.env,
-                                 obs1, obs64, warm))
-        return rows
+            rows.append(_Row(student, "consistency", f"cd{k}", k, k / ta, 1, "sample", warm,
+                             setup=functools.partial(set_student_steps, student, k)))
+        log.info("timing %d rows of %s round-robin", len(rows), task.env)
+        self.time_rows(rows, obs1, obs64)
+        return [self.finish_row(task.env, row) for row in rows]
 
     def mode_cache_rows(self) -> list[dict[str, Any]]:
         """Cached vs uncached MoDE sampling at batch 1 (random weights with spread routers: speed and equality do
@@ -336,6 +414,7 @@ class InferenceBench:
         rows = [r for task in self.tasks for r in self.run_task(task)]
         mode = self.mode_cache_rows() if self.mode_cache else []
         return {"rows": rows, "mode_cache": mode, "device": str(self.device), "threads": self.sizes.threads,
+                "timed_policies_from": str(self.from_run) if self.from_run else None,
                 "torch": torch.__version__, "cpu_count": os.cpu_count()}
 
 

@@ -67,6 +67,7 @@ class Config:
     edm_steps: int = 10
     threads: int = 1  # torch threads while timing (the CPU is shared; GPU timing ignores it)
     mode_cache: bool = True  # add the cached vs uncached MoDE comparison
+    from_run: Optional[str] = None  # time the policies of an earlier run (same settings) instead of training
     progress: bool = True
 
 
@@ -128,7 +129,7 @@ def run(cfg: DictConfig) -> None:
                     trunc_steps=cfg.trunc_steps, trunc_select=list(cfg.trunc_select),
                     trunc_prior_steps=list(cfg.trunc_prior_steps), ddpm_steps=cfg.ddpm_steps, ddim_steps=cfg.ddim_steps,
                     edm_steps=cfg.edm_steps, consistency_steps=list(sizes["consistency_steps"])),
-        cfg.run_dir, device, seed=cfg.seed, mode_cache=cfg.mode_cache, progress=cfg.progress)
+        cfg.run_dir, device, seed=cfg.seed, mode_cache=cfg.mode_cache, progress=cfg.progress, from_run=cfg.from_run)
     result = bench.run()
     result["config"] = {**OmegaConf.to_container(cfg, resolve=True), "resolved_sizes": sizes}
     js, md = write_result(result, cfg.run_dir, f"Inference benchmark ({cfg.preset} preset)")
