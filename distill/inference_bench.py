@@ -120,22 +120,13 @@ def act_window(policy, obs: dict, window: int, warmup: int) -> tuple[float, list
 
 
 def act_latency(policy, obs1: dict, obs64: dict, sizes: BenchSizes, warmup: int) -> dict[str, float]:
-    """ms per executed action at batch 1 (median over repeats) and batch 64, p99 of single act() at batch 1."""
-    sync = _sync_fn(policy.device)
+    """ms per executed action at batch 1 (median over windows) and batch 64, p99 of single act() at batch 1."""
     out: dict[str, float] = {}
     for name, obs, repeats in (("b1", obs1, sizes.latency_repeats), ("b64", obs64, sizes.b64_repeats)):
-        policy.reset()
-        for _ in range(warmup):
-            policy.act(obs)
-        windows, singles = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(sizes.latency_window):
-                singles.append(_timed(lambda: policy.act(obs), sync))
-            windows.append((time.perf_counter() - t0) * 1e3 / sizes.latency_window)
-        out[f"ms_per_action_{name}"] = float(np.median(windows))
+        timed = [act_window(policy, obs, sizes.latency_window, warmup) for _ in range(repeats)]
+        out[f"ms_per_action_{name}"] = float(np.median([w for w, _ in timed]))
         if name == "b1":
-            out["p99_ms_per_action_b1"] = float(np.percentile(singles, 99))
+            out["p99_ms_per_action_b1"] = float(np.percentile([t for _, s in timed for t in s], 99))
     return out
 
 

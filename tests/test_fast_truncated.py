@@ -74,18 +74,23 @@ def _batch(data, n=32, seed=0):
             "action": torch.from_numpy(g["action"])}
 
 
-@pytest.mark.parametrize("process", ["ddpm", "edm"])
-def test_learns_to_pick_and_refine_the_right_mode(process):
-    torch.manual_seed(0)
-    policy, data = make(process, train_modes=2 if process == "edm" else 0)
+def _fit(policy, data, steps=120):
+    """Fit the anchors, train a few steps, return the policy in eval mode."""
     fit_policy_anchors(policy, data)
     opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    for step in range(120):
+    for step in range(steps):
         loss, _ = policy.compute_loss(_batch(data, 64, step), RandomSource.for_step(0, step, 64, "cpu"))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    policy.eval()
+    return policy.eval()
+
+
+@pytest.mark.parametrize("process", ["ddpm", "edm"])
+def test_learns_to_pick_and_refine_the_right_mode(process):
+    torch.manual_seed(0)
+    policy, data = make(process, train_modes=2 if process == "edm" else 0)
+    _fit(policy, data)
     idx = np.arange(30)
     action = policy.act({"state": data.state[idx, -1]})
     want = data.action[idx, TO - 1]
@@ -109,14 +114,7 @@ def test_prior_selection_picks_the_mode_first_and_denoises_only_it(process):
     """select=prior: the score head ranks the anchors from the context; one mode per row is denoised."""
     torch.manual_seed(0)
     policy, data = make(process, select="prior")
-    fit_policy_anchors(policy, data)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    for step in range(120):
-        loss, _ = policy.compute_loss(_batch(data, 64, step), RandomSource.for_step(0, step, 64, "cpu"))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    policy.eval()
+    _fit(policy, data)
     idx = np.arange(30)
     rows = []
     denoise = policy.net.denoise
