@@ -363,8 +363,6 @@ def evaluate(
         raise TrainingError(f"num_envs must be a positive integer, got {num_envs}; use num_envs=1 or more")
     if max_episode_steps is not None and int(max_episode_steps) <= 0:
         raise TrainingError(f"max_episode_steps must be positive, got {max_episode_steps}; leave it unset for the env's own limit")
-    if workers is not None and int(workers) <= 0:
-        raise TrainingError(f"workers must be a positive integer, got {workers}; leave it unset for one per core")
     if video_episodes < 0:
         raise TrainingError(f"video_episodes must be 0 or more, got {video_episodes}")
     spec_name = policy_name or ("teacher" if isinstance(policy, str) else None)
