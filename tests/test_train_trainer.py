@@ -57,6 +57,9 @@ def test_periodic_evaluation_keeps_the_best_checkpoint(tmp_path, dataset):
     rows = (tmp_path / "run/train_log.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss,lr,grad_norm,diffusion") and len(rows) == 4
     assert any((tmp_path / "run/tb").iterdir())
+    reports = sorted((tmp_path / "run/evals").glob("step_*.json"))  # every evaluation's full report is kept
+    assert [json.loads(p.read_text())["overall"]["success_rate"] for p in reports] == [0.2, 0.6, 0.4]
+    assert [p.name for p in reports][0] == "step_0000002.json"
 
 
 def test_eval_every_zero_never_evaluates(tmp_path, dataset):

@@ -226,6 +226,7 @@ class Trainer:
         report = self.evaluator(policy, self.step)
         policy.train(was)
         rate = report["overall"]["success_rate"]
+        self._write_eval_report(report)
         entry = {"step": self.step, "success_rate": rate}
         self.history.append(entry)
         if logs is not None and logs.tb is not None and rate is not None:
@@ -236,6 +237,14 @@ class Trainer:
         log.info("step %d: eval success %.3f (best %.3f at step %d)", self.step, rate if rate is not None else float("nan"),
                  self.best.get("success_rate", float("nan")), self.best.get("step", -1))
         return report
+
+    def _write_eval_report(self, report: dict) -> None:
+        """evals/step_<N>.json: the full report (per-env success), so a run's weak tasks can be read afterwards."""
+        out = self.run_dir / "evals" / f"step_{self.step:07d}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"step": self.step, **report}, indent=2, default=float))
+        tmp.replace(out)
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
