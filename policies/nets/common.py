@@ -47,8 +47,8 @@ class NoiseEmbedding(nn.Module):
         self.d_model = d_model
 
     def forward(self, level: torch.Tensor, horizon: int) -> torch.Tensor:
-        if level.dim() == 1:
-            level = level[:, None].expand(-1, horizon)
+        if level.dim() == 1:  # one level per sample: embed once, share it across the chunk
+            return self.mlp(sinusoidal(level[:, None] * self.level_scale, self.d_model)).expand(-1, horizon, -1)
         return self.mlp(sinusoidal(level * self.level_scale, self.d_model))
 
 
