@@ -268,13 +268,18 @@ def save_student(student: Policy, path: str | Path) -> Path:
     return student.save_pretrained(path, extra={SECTION: {"steps": sampler.steps, "grid": _grid_of(sampler)}})
 
 
-def load_student(path: str | Path, device: str | torch.device = "cpu") -> Policy:
-    """Load a student written by `save_student`."""
+def load_student(path: str | Path, device: str | torch.device = "cpu", action_horizon: int | None = None,
+                 inference_steps: int | None = None) -> Policy:
+    """Load a student written by `save_student` (optionally executing another Ta per chunk)."""
     import yaml
 
-    from policies.policy import CONFIG_FILE, read_checkpoint
+    from policies.policy import CONFIG_FILE, read_checkpoint, with_sampling
 
+    if inference_steps is not None:
+        raise DistillError(f"{path} is a consistency student: it samples in the steps it was distilled for; "
+                           f"leave inference_steps unset")
     spec, tensors = read_checkpoint(path)
+    spec = with_sampling(spec, action_horizon, None)
     extra = (yaml.safe_load((Path(path) / CONFIG_FILE).read_text()) or {}).get(SECTION)
     if not isinstance(extra, dict):
         raise DistillError(f"{path} is not a consistency student (no '{SECTION}' section in {CONFIG_FILE}); "

@@ -8,6 +8,7 @@ unpickles anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -274,10 +275,14 @@ class Policy(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
-                        expect_net: str | None = None) -> "Policy":
+                        expect_net: str | None = None, action_horizon: int | None = None,
+                        inference_steps: int | None = None) -> "Policy":
+        """Load a saved policy. `action_horizon` (Ta) and `inference_steps` replace the saved sampling settings;
+        neither changes a weight, so the same checkpoint can be evaluated closer to closed loop or with more steps."""
         spec, tensors = read_checkpoint(path)
         if expect_net is not None and spec.net.name != expect_net:
             raise PolicyError(f"{path} holds a '{spec.net.name}' policy but a '{expect_net}' policy was expected")
+        spec = with_sampling(spec, action_horizon, inference_steps)
         policy = cls(spec)
         try:
             policy.load_state_dict(tensors, strict=True)
@@ -286,6 +291,24 @@ class Policy(nn.Module):
             raise PolicyError(f"weights in {path} do not match its config ({first}); the checkpoint is corrupt "
                               f"or was written by another version") from None
         return policy.to(_device(device)).eval()
+
+
+def with_sampling(spec: PolicySpec, action_horizon: int | None, inference_steps: int | None) -> PolicySpec:
+    """`spec` with a new Ta and/or denoising step count (None keeps the saved one)."""
+    scheme, diffusion = spec.scheme, spec.diffusion
+    if action_horizon is not None:
+        if scheme.name == "streaming" and int(action_horizon) != scheme.action_horizon:
+            raise PolicyError(f"a streaming policy executes the Ta={scheme.action_horizon} it was trained with (its "
+                              f"noise buffer is laid out in chunks of Ta); leave action_horizon unset")
+        scheme = dataclasses.replace(scheme, action_horizon=int(action_horizon))
+    if inference_steps is not None:
+        if scheme.name != "chunk":
+            raise PolicyError(f"inference_steps sets the chunk scheme's denoising steps; a {scheme.name} policy sets "
+                              f"them in its scheme (scheme.stream_calls, scheme.trunc_steps)")
+        if int(inference_steps) < 1:
+            raise PolicyError(f"inference_steps must be >= 1, got {inference_steps}")
+        diffusion = dataclasses.replace(diffusion, num_inference_steps=int(inference_steps))
+    return dataclasses.replace(spec, scheme=scheme, diffusion=diffusion)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[PolicySpec, dict[str, torch.Tensor]]:

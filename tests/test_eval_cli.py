@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from alloy import cli
 from alloy.commands import eval as eval_command
 from alloy.config import validate
+from policies.errors import PolicyError
 from training.errors import TrainingError
 from training.evaluation import load_policy
 from training.evaluation.policy_loader import register_loader
@@ -85,6 +87,29 @@ def test_eval_checkpoint_policy(tmp_path, checkpoint):
     assert report["latency_ms"]["per_call"]["count"] > 0
 
 
+def test_sampling_overrides_change_ta_and_steps_not_weights(tmp_path, checkpoint):
+    from policies import Policy
+
+    saved = Policy.from_pretrained(checkpoint)
+    closed = load_policy(checkpoint, device="cpu", action_horizon=1, inference_steps=3)
+    assert closed.scheme.action_horizon == 1 and saved.scheme.action_horizon == 2
+    assert closed.spec.diffusion.num_inference_steps == 3
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), closed.state_dict().values()))
+    eval_command.run(_config(tmp_path, policy=str(checkpoint), device="cpu", action_horizon=1))
+    assert json.loads((tmp_path / "report.json").read_text())["config"]["action_horizon"] == 1
+    with pytest.raises(PolicyError, match="does not fit"):  # Ta beyond the predicted chunk
+        load_policy(checkpoint, device="cpu", action_horizon=4)
+    with pytest.raises(TrainingError, match="not to the teacher"):
+        load_policy("teacher", action_horizon=1)
+
+
+@pytest.mark.parametrize("override", ["action_horizon=0", "inference_steps=-1"])
+def test_non_positive_sampling_overrides_exit_2(tmp_path, capsys, override):
+    assert cli.main(["eval", f"env={ENV}", override, f"hydra.run.dir={tmp_path}"]) == 2
+    assert override.split("=")[0] in one_error_line(capsys)
+    assert not (tmp_path / "report.json").exists()
+
+
 def test_checkpoint_on_a_mismatching_env_names_both_shapes(tmp_path, checkpoint):
     with pytest.raises(TrainingError) as e:
         eval_command.run(_config(tmp_path, policy=str(checkpoint), env="alloy/Nav-Holonomic-v0"))
@@ -104,11 +129,11 @@ def test_load_policy_dispatch(tmp_path, checkpoint):
     with pytest.raises(TrainingError, match="exported artifact"):
         load_policy(tmp_path)
     marker = object()
-    register_loader("test-artifact", lambda p: (p / "policy.onnx").is_file(), lambda p, device: marker)
+    register_loader("test-artifact", lambda p: (p / "policy.onnx").is_file(), lambda p, device, **sampling: marker)
     try:
         assert load_policy(tmp_path) is marker
     finally:
-        register_loader("test-artifact", lambda p: False, lambda p, device: None)
+        register_loader("test-artifact", lambda p: False, lambda p, device, **sampling: None)
 
 
 def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path):

@@ -25,6 +25,8 @@ class Config:
     stop_on_success: bool = True
     progress: bool = True
     env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    action_horizon: Optional[int] = None  # Ta actions executed per chunk; None: the checkpoint's
+    inference_steps: Optional[int] = None  # denoising steps per chunk (chunk scheme); None: the checkpoint's
 
 def check(cfg: DictConfig) -> None:
     """Value checks run before anything is written."""
@@ -34,6 +36,9 @@ def check(cfg: DictConfig) -> None:
         raise TrainingError(f"episodes must be a positive integer, got {cfg.episodes}; use episodes=1 or more")
     if cfg.num_envs <= 0:
         raise TrainingError(f"num_envs must be a positive integer, got {cfg.num_envs}; use num_envs=1 or more")
+    for key in ("action_horizon", "inference_steps"):
+        if cfg[key] is not None and cfg[key] <= 0:
+            raise TrainingError(f"{key} must be a positive integer, got {cfg[key]}; leave it unset for the checkpoint's")
     if cfg.workers is not None and cfg.workers <= 0:
         raise TrainingError(f"workers must be a positive integer, got {cfg.workers}; leave it unset for one per core")
     from pathlib import Path
@@ -53,7 +58,8 @@ def run(cfg: DictConfig) -> None:
     check(cfg)
     seed_everything(cfg.seed)
     env_ids = resolve_env_ids(cfg.env)
-    policy = load_policy(cfg.policy, device=cfg.device)
+    policy = load_policy(cfg.policy, device=cfg.device, action_horizon=cfg.action_horizon,
+                         inference_steps=cfg.inference_steps)
     report = evaluate(
         policy,
         env_ids,
@@ -70,7 +76,8 @@ def run(cfg: DictConfig) -> None:
         max_episode_steps=cfg.max_episode_steps,
         stop_on_success=cfg.stop_on_success,
         policy_name=cfg.policy,
-        config={"env": cfg.env, "device": cfg.device},
+        config={"env": cfg.env, "device": cfg.device, "action_horizon": cfg.action_horizon,
+                "inference_steps": cfg.inference_steps},
     )
     print(summary(report, cfg.run_dir))
 

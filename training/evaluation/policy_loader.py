@@ -15,7 +15,7 @@ from training.errors import TrainingError
 from training.evaluation.teacher import TeacherPolicy
 
 Matcher = Callable[[Path], bool]
-Loader = Callable[[Path, str], Any]
+Loader = Callable[..., Any]  # load(path, device, **sampling): sampling holds action_horizon / inference_steps when set
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -32,15 +32,15 @@ def _config_sections(path: Path) -> set[str]:
     return set(config) if isinstance(config, dict) else set()
 
 
-def _load_checkpoint(path: Path, device: str) -> Any:
+def _load_checkpoint(path: Path, device: str, **sampling: Any) -> Any:
     from policies import Policy
     from training.runtime import resolve_device
 
     if "consistency" in _config_sections(path):  # a distilled student samples with its own few-step sampler
         from distill.consistency import load_student
 
-        return load_student(path, device=resolve_device(device))
-    return Policy.from_pretrained(path, device=resolve_device(device))
+        return load_student(path, device=resolve_device(device), **sampling)
+    return Policy.from_pretrained(path, device=resolve_device(device), **sampling)
 
 
 _LOADERS: list[tuple[str, Matcher, Loader]] = [("checkpoint", _is_checkpoint, _load_checkpoint)]
@@ -51,16 +51,23 @@ def register_loader(kind: str, matches: Matcher, load: Loader) -> None:
     _LOADERS[:] = [entry for entry in _LOADERS if entry[0] != kind] + [(kind, matches, load)]
 
 
-def load_policy(spec: str | Path, device: str = "auto") -> Any:
-    """The policy named by `spec`: `teacher`, a checkpoint directory, or a registered artifact format."""
+def load_policy(spec: str | Path, device: str = "auto", action_horizon: int | None = None,
+                inference_steps: int | None = None) -> Any:
+    """The policy named by `spec`: `teacher`, a checkpoint directory, or a registered artifact format.
+    `action_horizon` / `inference_steps` replace a checkpoint's saved sampling settings (None keeps them)."""
+    sampling = {k: v for k, v in (("action_horizon", action_horizon), ("inference_steps", inference_steps))
+                if v is not None}
     if str(spec) == "teacher":
+        if sampling:
+            raise TrainingError(f"{' and '.join(sampling)} apply to trained policies, not to the teacher; "
+                                f"drop them or pass policy=<checkpoint dir>")
         return TeacherPolicy()
     path = Path(spec).expanduser()
     if not path.exists():
         raise TrainingError(f"policy {str(spec)!r} does not exist; pass policy=teacher or a checkpoint directory")
     for _kind, matches, load in _LOADERS:
         if matches(path):
-            return load(path, device)
+            return load(path, device, **sampling)
     if any(path.glob("*.onnx")) or path.suffix == ".onnx":
         raise TrainingError(
             f"{str(spec)!r} looks like an exported artifact, which this alloy cannot evaluate yet; "
