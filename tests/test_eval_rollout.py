@@ -151,6 +151,24 @@ def test_every_process_layout_matches_sync(workers):
     assert report["config"]["vector_env"]["kind"] == ("async" if workers == 3 else "grouped")
 
 
+def test_policy_threads_leave_the_worker_cores_free_and_are_restored():
+    import torch
+
+    class Counting(Proportional):
+        def act(self, obs):
+            self.threads = torch.get_num_threads()
+            return super().act(obs)
+
+    before, policy = torch.get_num_threads(), Counting()
+    torch.set_num_threads(2)
+    try:
+        report = run(policy, asynchronous=True, num_envs=3, workers=3)  # 3 worker processes: no core left over
+        assert policy.threads == 1 and report["config"]["policy_threads"] == 1 and torch.get_num_threads() == 2
+        assert run(policy, asynchronous=False)["config"]["policy_threads"] == 2  # no workers: all threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_different_policies_see_the_same_initial_states():
     mover, still = Proportional(), Still()
     run(mover, episodes=4, num_envs=2)

@@ -319,6 +319,32 @@ class _EnvRollout:
         self.bar.update(1)
 
 
+def _policy_thread_count(layout: dict) -> int | None:
+    """Intra-op threads for a torch policy while env workers run: at most the cores they leave free. OpenMP threads
+    spin while they wait for work, so a policy thread on the core a worker steps on slows both. None: torch is not
+    in use, nothing to set."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    from envs.vector import available_cores
+
+    return max(1, min(torch.get_num_threads(), available_cores() - layout["worker_processes"]))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    torch = sys.modules.get("torch")
+    if torch is None or n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def evaluate(
     policy: Any,
     env_ids: str | Sequence[str],
@@ -397,6 +423,7 @@ def evaluate(
         "video_episodes": n_video,
         **(config or {}),
     }
+    cfg["policy_threads"] = _policy_thread_count(cfg["vector_env"])
     totals = _Totals()
     guard = functools.partial(RolloutGuard, max_episode_steps=max_episode_steps, keep_info=False)
 
@@ -410,14 +437,16 @@ def evaluate(
              " (in-process)" if not asynchronous else "")
     bar = tqdm(total=episodes * len(env_ids), desc="eval", unit="ep", disable=not progress, leave=False)
     try:
-        for env_id in env_ids:
-            make = functools.partial(
-                make_vec_env, env_id, k, int(seed), asynchronous, render_envs=n_video, wrappers=(guard,),
-                autoreset_mode=AutoresetMode.DISABLED, env_fn=env_fn, workers=workers, **env_kwargs,
-            )
-            rollout = _EnvRollout(policy, env_id, make, episodes, k, int(seed), n_video, stop_on_success, totals, bar)
-            rollout.video_dir = run_path / "videos" if run_path else None
-            rollout.run()
+        with _torch_threads(cfg["policy_threads"]):
+            for env_id in env_ids:
+                make = functools.partial(
+                    make_vec_env, env_id, k, int(seed), asynchronous, render_envs=n_video, wrappers=(guard,),
+                    autoreset_mode=AutoresetMode.DISABLED, env_fn=env_fn, workers=workers, **env_kwargs,
+                )
+                rollout = _EnvRollout(policy, env_id, make, episodes, k, int(seed), n_video, stop_on_success, totals,
+                                      bar)
+                rollout.video_dir = run_path / "videos" if run_path else None
+                rollout.run()
     except KeyboardInterrupt:
         bar.close()
         if run_path is not None:
