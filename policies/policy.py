@@ -305,8 +305,6 @@ def with_sampling(spec: PolicySpec, action_horizon: int | None, inference_steps:
         if scheme.name != "chunk":
             raise PolicyError(f"inference_steps sets the chunk scheme's denoising steps; a {scheme.name} policy sets "
                               f"them in its scheme (scheme.stream_calls, scheme.trunc_steps)")
-        if int(inference_steps) < 1:
-            raise PolicyError(f"inference_steps must be >= 1, got {inference_steps}")
         diffusion = dataclasses.replace(diffusion, num_inference_steps=int(inference_steps))
     return dataclasses.replace(spec, scheme=scheme, diffusion=diffusion)
 

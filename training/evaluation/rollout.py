@@ -319,28 +319,21 @@ class _EnvRollout:
         self.bar.update(1)
 
 
-def _policy_thread_count(layout: dict) -> int | None:
-    """Intra-op threads for a torch policy while env workers run: at most the cores they leave free. OpenMP threads
-    spin while they wait for work, so a policy thread on the core a worker steps on slows both. None: torch is not
-    in use, nothing to set."""
+@contextlib.contextmanager
+def _policy_threads(layout: dict):
+    """Caps a torch policy's intra-op threads at the cores the env workers leave free while the envs run, and
+    yields the count (None without torch). OpenMP threads spin while they wait for work, so a policy thread on the
+    core a worker steps on slows both."""
     torch = sys.modules.get("torch")
     if torch is None:
-        return None
+        yield None
+        return
     from envs.vector import available_cores
 
-    return max(1, min(torch.get_num_threads(), available_cores() - layout["worker_processes"]))
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    torch = sys.modules.get("torch")
-    if torch is None or n is None:
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(max(1, min(before, available_cores() - layout["worker_processes"])))
     try:
-        yield
+        yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
 
@@ -423,7 +416,7 @@ def evaluate(
         "video_episodes": n_video,
         **(config or {}),
     }
-    cfg["policy_threads"] = _policy_thread_count(cfg["vector_env"])
+    cfg["policy_threads"] = None
     totals = _Totals()
     guard = functools.partial(RolloutGuard, max_episode_steps=max_episode_steps, keep_info=False)
 
@@ -437,7 +430,8 @@ def evaluate(
              " (in-process)" if not asynchronous else "")
     bar = tqdm(total=episodes * len(env_ids), desc="eval", unit="ep", disable=not progress, leave=False)
     try:
-        with _torch_threads(cfg["policy_threads"]):
+        with _policy_threads(cfg["vector_env"]) as threads:
+            cfg["policy_threads"] = threads
             for env_id in env_ids:
                 make = functools.partial(
                     make_vec_env, env_id, k, int(seed), asynchronous, render_envs=n_video, wrappers=(guard,),
