@@ -38,6 +38,12 @@ def test_training_and_eval_runs_land_in_one_table(tmp_path, capsys):
     assert {s: e["success_rate"] for s, e in table["mlp"]["evals"].items()} == {"4": 0.5, "8": 0.75}
     assert table["mlp"]["samples_per_s"] == 32.0 and table["mlp_ta1"]["eval"]["per_env"] == {"a": 1.0, "b": 1.0}
     assert table["mlp_ta1"]["config"]["action_horizon"] == 1 and "mlp_ta1" in capsys.readouterr().out
+    # --update keeps the earlier rows and replaces a named one; without it the table starts afresh
+    assert _module().main(["--out", str(out), "--update", f"mlp_ta1={run}"]) == 0
+    table = json.loads(out.read_text())
+    assert set(table) == {"mlp", "mlp_ta1"} and table["mlp_ta1"]["kind"] == "train"
+    assert _module().main(["--out", str(out), f"dit={ev}"]) == 0
+    assert set(json.loads(out.read_text())) == {"dit"}
 
 
 def test_bad_arguments(tmp_path, capsys):

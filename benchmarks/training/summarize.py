@@ -3,6 +3,8 @@
     python benchmarks/training/summarize.py --out benchmarks/training/mt50.json \
         mode=runs/mt50_mode mlp=runs/mt50_mlp mode_ta1=runs/mt50_mode_eval_ta1
 
+`--update` keeps the rows already in the table (runs measured in an earlier session) and adds the named ones.
+
 Each NAME=DIR is a training run directory (metrics.json, evals/step_<N>.json, checkpoints/last/config.yaml) or an
 `alloy eval` directory (report.json). Nothing is recomputed: the figures are the ones the runs wrote.
 """
@@ -55,15 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=DIR")
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the rows already in --out and add (or replace) the named ones")
     args = parser.parse_args(argv)
-    table = {}
+    out = Path(args.out)
+    table = json.loads(out.read_text()) if args.update and out.is_file() else {}
     for item in args.runs:
         name, sep, directory = item.partition("=")
         if not sep or not name or not directory:
             print(f"error: {item!r} is not NAME=DIR", file=sys.stderr)
             return 2
         table[name] = summarize_run(Path(directory))
-    Path(args.out).write_text(json.dumps(table, indent=2) + "\n")
+    out.write_text(json.dumps(table, indent=2) + "\n")
     for name, row in table.items():
         rates = ({s: e["success_rate"] for s, e in row["evals"].items()} if row["kind"] == "train"
                  else {"eval": row["eval"]["success_rate"]})
