@@ -14,12 +14,16 @@ EMA copy of the student under no_grad. Only the target side is computed without 
 wrapped the prediction in no_grad, so its consistency loss trained nothing (tests check the gradient reaches the
 student). A denoising (DSM) term D(x_t, t, t) -> x0 keeps the student's denoiser anchored.
 
+Training is the one trainer (`training.trainer.Trainer`) with `ConsistencyObjective`: checkpoints, resume (the
+target network is part of the training state), logs and periodic evaluation come with it.
+
 Sampling: `steps` chained jumps sigma_max = tau_0 -> tau_1 -> ... -> 0 (one denoiser call each, deterministic).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,7 @@ from policies import Policy
 from policies.diffusion.base import Process, expand_like
 from policies.diffusion.edm import sigma_schedule
 from policies.nets.common import sinusoidal
+from training.objectives import ObjectiveBase, load_module_state, module_state
 
 log = logging.getLogger("alloy.distill")
 
@@ -54,6 +59,9 @@ class ConsistencyConfig:
     dsm_weight: float = 1.0  # denoising term D(x_t, t, t) -> x0
     grad_clip: float = 1.0
     seed: int = 0
+    ckpt_every: int = 500  # steps between checkpoints/last of the distillation run (and at the end)
+    log_every: int = 50
+    eval_every: int = 0  # with an evaluator: steps between rollout evaluations
     progress: bool = True
 
 
@@ -157,14 +165,40 @@ def _grid_of(sampler: ConsistencySampler) -> int:
     return sampler.grid
 
 
-class ConsistencyLoss:
-    """The distillation objective for a (student, target, teacher) triple; `__call__(batch, rs)` -> (loss, parts)."""
+class ConsistencyObjective(ObjectiveBase):
+    """The distillation objective for the one trainer: `loss(student, batch, rs)` -> (loss, parts).
 
-    def __init__(self, student: Policy, target: Policy, teacher: Policy, cfg: ConsistencyConfig):
-        self.student, self.target, self.teacher, self.cfg = student, target, teacher, cfg
+    It holds the frozen teacher and the consistency target (an EMA of the student, updated after every optimiser
+    step); the target's weights are part of the checkpoint, so a resumed run continues bit-exactly.
+    """
+
+    name = "consistency"
+
+    def __init__(self, student: Policy, teacher: Policy, cfg: ConsistencyConfig, target: Policy | None = None):
+        self.student, self.teacher, self.cfg = student, teacher, cfg
+        self.target = target if target is not None else copy.deepcopy(student).eval().requires_grad_(False)
         self.edm = teacher.process
         self.sig = karras_grid(self.edm.cfg, cfg.grid).float()
 
+    # -- the trainer's hooks ------------------------------------------------------------------------------------
+    def check_batch(self, batch) -> None:
+        self.student.check_batch(batch)
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            for pt, ps in zip(self.target.parameters(), self.student.parameters()):
+                pt.lerp_(ps.detach(), 1 - self.cfg.target_ema)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return module_state("target", self.target)
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        load_module_state("target", self.target, tensors)
+
+    def checkpoint_sections(self) -> dict:
+        return {SECTION: {"steps": self.student.process.steps, "grid": _grid_of(self.student.process)}}
+
+    # -- the loss -----------------------------------------------------------------------------------------------
     def G(self, policy: Policy, x, t, s, ctx):
         """Jump from level t to s (per-sample tensors (B,))."""
         nv = t
@@ -186,20 +220,19 @@ class ConsistencyLoss:
         heun = x + dt * (d + d2) / 2
         return torch.where(expand_like(pos, x), heun, x_e)
 
-    def contexts(self, batch):
-        s, t = self.student, self.teacher
-        actions = s.normalizer.normalize("action", batch["action"].float())
-        obs = s._features(batch["obs"])
-        lang = batch["lang"].float() if s.spec.uses_language else None
-        ctx_s = s.net.encode(obs, lang)
+    def contexts(self, student: Policy, batch):
+        t = self.teacher
+        actions = student.normalizer.normalize("action", batch["action"].float())
+        obs = student._features(batch["obs"])
+        lang = batch["lang"].float() if student.spec.uses_language else None
+        ctx_s = student.net.encode(obs, lang)
         with torch.no_grad():
             ctx_t = t.net.encode(obs, lang)
             ctx_g = self.target.net.encode(obs, lang)
         return actions, ctx_s, ctx_t, ctx_g
 
-    def __call__(self, batch, rs):
-        self.student.check_batch(batch)
-        x0, ctx_s, ctx_t, ctx_g = self.contexts(batch)
+    def loss(self, student, batch, rs):
+        x0, ctx_s, ctx_t, ctx_g = self.contexts(student, batch)
         n_grid = self.sig.shape[0] - 1  # sigmas excluding the final 0
         device = x0.device
         sig = self.sig.to(device)
@@ -209,7 +242,7 @@ class ConsistencyLoss:
         s = sig[m]  # in [0, u]
         eps = rs.randn(*x0.shape[1:]).to(x0.dtype)
         x_t = x0 + expand_like(t, x0) * eps
-        pred = self.G(self.student, x_t, t, s, ctx_s)  # WITH gradient: this is what trains the student
+        pred = self.G(student, x_t, t, s, ctx_s)  # WITH gradient: this is what trains the student
         with torch.no_grad():
             x_u = self.teacher_heun(x_t, t, u, ctx_t)
             target = torch.where(expand_like(u == s, x_u), x_u, self.G(self.target, x_u, u, s, ctx_g))
@@ -217,49 +250,37 @@ class ConsistencyLoss:
         parts = {"consistency": consistency.detach()}
         loss = consistency
         if self.cfg.dsm_weight:
-            d = self.edm.denoised(self.student.net.denoise(*self.edm.net_input(x_t, t), ctx_s, s=t), x_t, t)
+            d = self.edm.denoised(student.net.denoise(*self.edm.net_input(x_t, t), ctx_s, s=t), x_t, t)
             dsm = ((d - x0) ** 2).mean()
             loss = loss + self.cfg.dsm_weight * dsm
             parts["dsm"] = dsm.detach()
         return loss, parts
 
 
-def distill_consistency(teacher: Policy, dataset, cfg: ConsistencyConfig, device: torch.device) -> Policy:
-    """Distil `teacher` into a consistency student on the teacher's training windows; returns the student."""
-    from tqdm import tqdm
+def distill_consistency(teacher: Policy, dataset, cfg: ConsistencyConfig, device: torch.device,
+                        run_dir: str | Path | None = None, resume: bool = False, evaluator=None) -> Policy:
+    """Distil `teacher` into a consistency student on the teacher's training windows, with the one trainer
+    (checkpoints in `run_dir`/checkpoints, `resume=True` continues an interrupted run); returns the student."""
+    import tempfile
 
-    from policies.random_source import RandomSource
-    from training.data import _to_torch
+    from training.trainer import Trainer, TrainerConfig
 
     if cfg.max_steps < 1 or cfg.batch_size < 1:
         raise DistillError(f"max_steps and batch_size must be >= 1, got {cfg.max_steps} and {cfg.batch_size}")
+    if not 0.0 <= cfg.target_ema < 1.0:
+        raise DistillError(f"target_ema must be in [0, 1), got {cfg.target_ema}")
     teacher = teacher.to(device).eval().requires_grad_(False)
     student = make_student(teacher, cfg.steps, cfg.grid).to(device).train()
-    target = copy.deepcopy(student).eval().requires_grad_(False)
-    objective = ConsistencyLoss(student, target, teacher, cfg)
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
-    bar = tqdm(range(cfg.max_steps), desc="consistency", disable=not cfg.progress, dynamic_ncols=True)
-    for step in bar:
-        idx = rng.integers(0, len(dataset), cfg.batch_size)
-        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else {kk: vv.to(device) for kk, vv in v.items()})
-                 for k, v in _to_torch(dataset.gather(idx)).items() if k in ("obs", "action", "lang")}
-        rs = RandomSource.for_step(cfg.seed, step, cfg.batch_size, device)
-        loss, parts = objective(batch, rs)
-        if not torch.isfinite(loss):
-            raise DistillError(f"the consistency loss is {float(loss)} at step {step}; lower lr or check the teacher")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for pt, ps in zip(target.parameters(), student.parameters()):
-                pt.lerp_(ps.detach(), 1 - cfg.target_ema)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-    return student.eval()
+    objective = ConsistencyObjective(student, teacher, cfg)
+    tcfg = TrainerConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, betas=[0.9, 0.999], warmup_steps=0, grad_clip=cfg.grad_clip,
+                         ema=False, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
+                         eval_every=cfg.eval_every if evaluator is not None else 0, progress=cfg.progress)
+    run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="alloy-consistency-"))
+    trainer = Trainer(student, dataset, tcfg, run_dir, device, seed=cfg.seed, evaluator=evaluator, resume=resume,
+                      config={"consistency": dataclasses.asdict(cfg)}, objective=objective)
+    trainer.fit()
+    return trainer.policy.eval()
 
 
 def save_student(student: Policy, path: str | Path) -> Path:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.consistency import (ConsistencyConfig, ConsistencyLoss, load_student, make_student, save_student,
+from distill.consistency import (ConsistencyConfig, ConsistencyObjective, load_student, make_student, save_student,
                                  set_student_steps)
 from distill.errors import DistillError
 from policies import DiffusionConfig, NetConfig, Policy, PolicySpec, SchemeConfig
@@ -32,8 +32,8 @@ def test_consistency_loss_sends_gradient_into_the_student(net):
     t = teacher(net)
     student = make_student(t, steps=1, grid=10).train()
     target = make_student(t, steps=1, grid=10).eval().requires_grad_(False)
-    loss, parts = ConsistencyLoss(student, target, t, ConsistencyConfig(grid=10, dsm_weight=0.0))(
-        batch(), RandomSource.for_step(0, 0, B, "cpu"))
+    objective = ConsistencyObjective(student, t, ConsistencyConfig(grid=10, dsm_weight=0.0), target=target)
+    loss, parts = objective.loss(student, batch(), RandomSource.for_step(0, 0, B, "cpu"))
     assert set(parts) == {"consistency"} and loss.requires_grad
     loss.backward()
     inner = [p.grad for n, p in student.net.inner.named_parameters() if p.requires_grad]
@@ -71,3 +71,76 @@ def test_only_edm_teachers_are_distilled(tmp_path):
     t.save_pretrained(tmp_path / "t")
     with pytest.raises(DistillError, match="not a consistency student"):
         load_student(tmp_path / "t")
+
+
+DISTILL_SCRIPT = r"""
+import os, sys, torch
+sys.path.insert(0, {tests!r})
+os.environ["ALLOY_DATA_DIR"] = {data!r}
+torch.set_num_threads(1)
+from test_train_resume import DATASET, write_synthetic
+from training.data import WindowDataset
+from distill.consistency import ConsistencyConfig, distill_consistency
+from policies import DiffusionConfig, NetConfig, Policy, PolicySpec, SchemeConfig
+from training.policy_build import build_policy
+if not os.path.isdir(os.path.join({data!r}, DATASET.split("/")[0])):
+    write_synthetic()
+ds = WindowDataset(DATASET, obs_horizon=2, pred_horizon=8)
+torch.manual_seed(0)
+t = build_policy(ds, NetConfig(name="dit", d_model=32, n_heads=4, n_layers=2, mlp_hidden=32, pred_horizon=8),
+                 DiffusionConfig(name="edm", num_inference_steps=4), SchemeConfig(action_horizon=4))
+cfg = ConsistencyConfig(steps=1, grid=8, max_steps={steps}, batch_size=8, lr=1e-3, ckpt_every=2, log_every=2,
+                        progress=False)
+distill_consistency(t, ds, cfg, torch.device("cpu"), run_dir={run!r}, resume={resume})
+"""
+
+
+def _distill(tmp_path, run, steps, resume=False, popen=False):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = DISTILL_SCRIPT.format(tests=str(Path(__file__).parent), data=str(tmp_path / "data"), run=str(run),
+                                 steps=steps, resume=resume)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_consistency_distillation_resumes_after_sigkill_with_the_same_weights(tmp_path):
+    """The one trainer runs consistency distillation: checkpoints (with the target network) and exact resume."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    from test_train_resume import checkpoint_step
+
+    steps = 40
+    _distill(tmp_path, tmp_path / "whole", steps)
+    proc = _distill(tmp_path, tmp_path / "killed", steps, popen=True)
+    deadline = time.time() + 120
+    while checkpoint_step(tmp_path / "killed") < 6 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint_step(tmp_path / "killed")
+    assert 6 <= killed_at < steps, f"the run was not killed mid-way (checkpoint step {killed_at})"
+    _distill(tmp_path, tmp_path / "killed", steps, resume=True)
+
+    def weights(run):
+        last = run / "checkpoints" / "last"
+        out = {f"model.{k}": v for k, v in load_file(str(last / "model.safetensors")).items()}
+        out.update({k: v for k, v in load_file(str(last / "train_state.safetensors")).items()
+                    if not k.startswith("rng.")})
+        return out
+
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and any(k.startswith("objective.target.") for k in a)
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    student = load_student(tmp_path / "whole" / "checkpoints" / "last")  # the checkpoint is a loadable student
+    assert student.process.num_net_calls() == 1

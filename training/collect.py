@@ -10,9 +10,8 @@ once every rollout is done, so an interrupted run leaves no partial dataset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import multiprocessing
-import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from training.datasets_io import Episode, alloy_version, data_root, dataset_dir, write_dataset
 from training.errors import TrainingError
+from training.rollout.engine import RolloutHook
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +118,7 @@ def episode_seed(base_seed: int, env_id: str, episode: int) -> int:
     return int(state.generate_state(1)[0] & 0x7FFFFFFF)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Rollouts (run in worker processes)
-# ----------------------------------------------------------------------------------------------------------------
-
-_ENVS: dict[tuple, Any] = {}
-_POLICIES: dict[str, Any] = {}
-
-
-def _worker_init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+_ENVS: dict[tuple, Any] = {}  # one env per target in this process, for checks and dataset metadata only
 
 
 def _env(env_id: str, env_kwargs: dict[str, Any]):
@@ -146,74 +131,15 @@ def _env(env_id: str, env_kwargs: dict[str, Any]):
 
 
 def load_teacher_policy(path: str, device: str = "cpu"):
-    """A saved policy (`Policy.from_pretrained`) as a teacher; TrainingError if it cannot be loaded."""
-    if path not in _POLICIES:
-        directory = Path(path).expanduser()
-        if not directory.is_dir():
-            raise TrainingError(f"teacher {path!r} is neither `teacher` nor a saved policy directory")
-        try:
-            from policies import Policy
-        except ImportError as e:
-            raise TrainingError(f"cannot load the saved-policy teacher {path!r}: policies are not available ({e})") from None
-        try:
-            policy = Policy.from_pretrained(directory, device=device)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise TrainingError(
-                f"cannot load the saved-policy teacher {path!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                "pass a directory written by save_pretrained"
-            ) from None
-        if hasattr(policy, "eval"):
-            policy.eval()
-        _POLICIES[path] = policy
-    return _POLICIES[path]
+    """A saved policy as a teacher (any kind `training.evaluation.load_policy` knows); TrainingError if unloadable."""
+    from training.evaluation.policy_loader import load_policy
 
-
-def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.stack([np.asarray(o[k], dtype=np.float32) for o in items]) for k in items[0]}
-
-
-def rollout(job: tuple) -> tuple[int, int, Episode]:
-    """Run one episode; `job` = (target index, episode number, env id, env kwargs, seed, teacher, device)."""
-    target_index, episode, env_id, env_kwargs, seed, teacher, device = job
-    env = _env(env_id, env_kwargs)
-    policy = None
-    if teacher != ENV_TEACHER:
-        policy = load_teacher_policy(teacher, device)
-        policy.reset()
-    obs, info = env.reset(seed=int(seed))
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    success = bool(info.get("is_success", False))
-    for _ in range(MAX_STEPS):
-        if policy is None:
-            action = np.asarray(env.unwrapped.teacher_action(), dtype=np.float32)
-        else:
-            batch = {k: np.asarray(v, dtype=np.float32)[None] for k, v in obs.items()}
-            action = np.asarray(policy.act(batch), dtype=np.float32)[0]
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-        terms.append(bool(terminated))
-        truncs.append(bool(truncated))
-        success = success or bool(info.get("is_success", False))
-        if terminated or truncated:
-            break
-    else:
-        raise TrainingError(f"an episode of {env_id} did not end within {MAX_STEPS} steps; give the env a time limit")
-    return target_index, episode, Episode(
-        observations=_stack(observations) if isinstance(obs, dict) else {"obs": np.stack(observations).astype(np.float32)},
-        actions=np.stack(actions).astype(np.float32),
-        rewards=np.asarray(rewards, dtype=np.float32),
-        terminations=np.asarray(terms),
-        truncations=np.asarray(truncs),
-        seed=int(seed),
-        success=success,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The collection run
-# ----------------------------------------------------------------------------------------------------------------
+    if not Path(path).expanduser().is_dir():
+        raise TrainingError(f"teacher {path!r} is neither `teacher` nor a saved policy directory")
+    policy = load_policy(path, device=device)
+    if hasattr(policy, "eval"):
+        policy.eval()
+    return policy
 
 
 @dataclass
@@ -242,23 +168,6 @@ class TargetResult:
         }
 
 
-def _run_jobs(jobs: list[tuple], workers: int, bar) -> list[tuple[int, int, Episode]]:
-    if workers <= 1 or len(jobs) <= 1:
-        _worker_init()
-        out = []
-        for job in jobs:
-            out.append(rollout(job))
-            bar.update(1)
-        return out
-    ctx = multiprocessing.get_context("spawn")  # safe with CUDA and threads in the parent
-    out = []
-    with ctx.Pool(processes=min(workers, len(jobs)), initializer=_worker_init) as pool:
-        for result in pool.imap_unordered(rollout, jobs, chunksize=1):
-            out.append(result)
-            bar.update(1)
-    return out
-
-
 def collect(
     targets: Sequence[Target],
     episodes: int,
@@ -271,21 +180,36 @@ def collect(
     device: str = "cpu",
     progress: bool = True,
     embed_instructions: bool = True,
+    num_envs: int = 8,
 ) -> list[TargetResult]:
     """Collect `episodes` episodes per target and write each target's dataset; returns per-target results.
 
-    With `only_success`, failed episodes are dropped and replaced by fresh seeds until `episodes` successes are kept
-    or `max_attempts_factor * episodes` rollouts were tried; the success rate counts every rollout.
+    The rollouts run on the one rollout engine (`training.rollout`), `num_envs` envs of a target at a time, laid
+    out as evaluation lays them out (`workers=0`: one group of envs per core; N: N worker processes). With
+    `only_success`, each failed episode is replaced by the next fresh seed until `episodes` successes are kept or
+    `max_attempts_factor * episodes` rollouts were tried; the success rate counts every rollout. Episode `e` of a
+    target always has the seed `episode_seed(seed, env_id, e)`, so the kept episodes do not depend on the layout.
     """
+    from gymnasium.vector import AutoresetMode
     from tqdm import tqdm
+
+    from envs.vector import make_vec_env, vector_layout
+    from training.evaluation.guard import RolloutGuard
+    from training.evaluation.rollout import check_fits_vec
+    from training.evaluation.teacher import TeacherPolicy
+    from training.rollout import EpisodeRecorder, EpisodeTask, RolloutEngine
+    from training.rollout.engine import policy_threads
 
     if episodes < 1:
         raise TrainingError(f"episodes must be >= 1, got {episodes}")
     if max_attempts_factor < 1:
         raise TrainingError(f"max_attempts_factor must be >= 1, got {max_attempts_factor}")
+    if num_envs < 1:
+        raise TrainingError(f"num_envs must be >= 1, got {num_envs}")
+    if workers < 0:
+        raise TrainingError(f"workers must be >= 0 (0: one group of envs per core), got {workers}")
     if not targets:
         raise TrainingError("nothing to collect: the selection has no envs")
-    workers = int(workers) if workers and workers > 0 else (os.cpu_count() or 1)
     if not overwrite:
         existing = [t.dataset_id for t in targets if (dataset_dir(t.dataset_id) / "data").exists()]
         if existing:
@@ -293,53 +217,69 @@ def collect(
                 f"dataset(s) already exist: {', '.join(existing[:5])}{' ...' if len(existing) > 5 else ''}; "
                 "pass overwrite=true to replace them"
             )
-    if teacher != ENV_TEACHER:
-        _check_policy_teacher(teacher, targets, device)
-
-    results = [TargetResult(t.env_id, t.dataset_id) for t in targets]
-    next_episode = [0] * len(targets)
+    policy = TeacherPolicy() if teacher == ENV_TEACHER else _check_policy_teacher(teacher, targets, device)
     max_attempts = max_attempts_factor * episodes
+    k = min(int(num_envs), episodes)
+    layout_workers = int(workers) if workers else None
+    layout = vector_layout(k, k > 1, layout_workers)
+    guard = functools.partial(RolloutGuard, keep_info=False)
+    results = [TargetResult(t.env_id, t.dataset_id) for t in targets]
 
-    def jobs_for(index: int, count: int) -> list[tuple]:
-        t = targets[index]
-        start = next_episode[index]
-        next_episode[index] += count
-        return [
-            (index, e, t.env_id, t.env_kwargs, episode_seed(seed, t.env_id, e), teacher, device)
-            for e in range(start, start + count)
-        ]
+    with tqdm(total=episodes * len(targets), desc="collect", unit="ep", disable=not progress,
+              dynamic_ncols=True) as bar, policy_threads(layout["worker_processes"]):
+        for target, result in zip(targets, results):
+            scheduled = episodes
 
-    jobs = [job for i in range(len(targets)) for job in jobs_for(i, episodes)]
-    with tqdm(total=len(jobs), desc="collect", unit="ep", disable=not progress, dynamic_ncols=True) as bar:
-        while jobs:
-            done = _run_jobs(jobs, workers, bar)
-            for index, _, ep in sorted(done, key=lambda r: (r[0], r[1])):
-                r = results[index]
-                r.attempts += 1
-                r.successes += int(ep.success)
-                if ep.success or not only_success:
-                    if r.kept < episodes:
-                        r.episodes.append(ep)
-                        r.kept += 1
-                        r.steps += len(ep)
-            jobs = []
-            if only_success:
-                for i, r in enumerate(results):
-                    missing = min(episodes - r.kept, max_attempts - r.attempts)
-                    if missing > 0:
-                        jobs += jobs_for(i, missing)
-                bar.total += len(jobs)
-                bar.refresh()
+            def tasks(start: int, count: int, env_id: str = target.env_id) -> list[EpisodeTask]:
+                return [EpisodeTask(e, episode_seed(seed, env_id, e)) for e in range(start, start + count)]
+
+            def on_end(slot, res, result=result) -> None:
+                nonlocal scheduled
+                result.attempts += 1
+                result.successes += int(res.success)
+                if only_success and not res.success and scheduled < max_attempts:
+                    engine.add(tasks(scheduled, 1))
+                    scheduled += 1
+                    bar.total += 1
+                    bar.refresh()
+
+            recorder = EpisodeRecorder(keep=lambda res: res.success or not only_success)
+            counter = _OnEnd(on_end)
+            make = functools.partial(make_vec_env, target.env_id, k, int(seed), k > 1, wrappers=(guard,),
+                                     autoreset_mode=AutoresetMode.DISABLED, workers=layout_workers,
+                                     **target.env_kwargs)
+            engine = RolloutEngine(policy, target.env_id, make, k, stop_on_success=False, hooks=(counter, recorder),
+                                   bar=bar, check_fit=check_fits_vec(target.env_id))
+            with engine:
+                engine.run(tasks(0, episodes))
+            result.episodes = recorder.sorted_episodes()[:episodes]
+            result.kept = len(result.episodes)
+            result.steps = sum(len(ep) for ep in result.episodes)
+            for ep in result.episodes:
+                ep.infos = {}  # the engine's bookkeeping is not dataset content
 
     for r in results:
         if r.kept < episodes:
-            log.warning("%s: kept %d of %d episodes (%d/%d rollouts succeeded); raise max_attempts_factor for more",
-                        r.env_id, r.kept, episodes, r.successes, r.attempts)
+            log.warning(
+                "%s: kept %d of %d episodes: the teacher succeeded in only %d of %d rollouts. A teacher that fails "
+                "this often does not fit this env (the nav planner commands a holonomic robot: see the README's "
+                "teacher settings for the other robots); max_attempts_factor only helps when failures are rare",
+                r.env_id, r.kept, episodes, r.successes, r.attempts)
     _write_all(targets, results, seed, teacher, only_success, embed_instructions, overwrite)
     return results
 
 
-def _check_policy_teacher(teacher: str, targets: Sequence[Target], device: str) -> None:
+class _OnEnd(RolloutHook):
+    """A hook that only counts finished episodes (runs before the recorder, so it sees every attempt)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_episode_end(self, slot, result) -> None:
+        self.fn(slot, result)
+
+
+def _check_policy_teacher(teacher: str, targets: Sequence[Target], device: str):
     """Load the saved policy once in this process and check it fits every env before any worker starts."""
     from training.data import check_spaces
     from training.errors import DatasetError
@@ -356,6 +296,7 @@ def _check_policy_teacher(teacher: str, targets: Sequence[Target], device: str) 
                          what=f"teacher {teacher!r}", name=f"env {t.env_id!r}")
         except DatasetError as e:
             raise TrainingError(str(e)) from None
+    return policy
 
 
 def _env_details(target: Target) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from training.distributed import DistInfo, all_true, barrier, init_from_env
 from training.ema import EMA
 from training.errors import TrainingError
 from training.lr import lr_at
+from training.objectives import ImitationObjective, Objective, ObjectiveModule
 
 log = logging.getLogger("alloy.train")
 
@@ -88,7 +89,8 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 class Trainer:
     def __init__(self, policy: Policy, dataset, cfg: TrainerConfig, run_dir: str | Path, device: torch.device,
-                 seed: int = 0, config: dict | None = None, evaluator: Evaluator | None = None, resume: bool = False):
+                 seed: int = 0, config: dict | None = None, evaluator: Evaluator | None = None, resume: bool = False,
+                 objective: Objective | None = None):
         if cfg.max_steps < 1:
             raise TrainingError(f"trainer.max_steps must be >= 1, got {cfg.max_steps}")
         if cfg.eval_every < 0 or cfg.ckpt_every < 0 or cfg.log_every < 1:
@@ -97,6 +99,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.dist, self.device = init_from_env(device)
         self.dataset = dataset
+        self.objective = objective if objective is not None else ImitationObjective()
         self.policy = policy.to(self.device).train()
         self.ema = EMA(copy.deepcopy(self.policy).eval(), cfg.ema_power, cfg.ema_inv_gamma, cfg.ema_min,
                        cfg.ema_max, cfg.ema_update_after) if cfg.ema else None
@@ -114,11 +117,11 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if resume:
             self._resume()
-        self.train_model: torch.nn.Module = self.policy
+        self.train_model: torch.nn.Module = ObjectiveModule(self.policy, self.objective)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.train_model = DDP(self.policy, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            self.train_model = DDP(self.train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                    find_unused_parameters=True)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
@@ -142,6 +145,11 @@ class Trainer:
             self.ema.model.load_state_dict(ema_weights)
             self.ema.num_updates = int(meta["ema_updates"])
         ckpt.load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+        if meta.get("objective", self.objective.name) != self.objective.name:
+            raise TrainingError(f"the checkpoint in {last} was trained with the {meta['objective']!r} objective, not "
+                                f"{self.objective.name!r}; resume with the same command or start a new run")
+        self.objective.load_state_tensors({k[len("objective."):]: v for k, v in tensors.items()
+                                           if k.startswith("objective.")})
         ckpt.set_rng_state(tensors, meta["rng"])
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed_s"])
         self.samples_seen = int(meta["samples_seen"])
@@ -149,7 +157,8 @@ class Trainer:
         log.info("resumed from %s at step %d", last, self.step)
 
     def _state(self) -> dict[str, Any]:
-        return {"step": self.step, "ema_updates": self.ema.num_updates if self.ema else 0, "elapsed_s": self.elapsed,
+        return {"step": self.step, "objective": self.objective.name,
+                "ema_updates": self.ema.num_updates if self.ema else 0, "elapsed_s": self.elapsed,
                 "samples_seen": self.samples_seen, "best": self.best, "history": self.history[-1000:]}
 
     def metrics(self) -> dict[str, Any]:
@@ -163,8 +172,10 @@ class Trainer:
     def save(self, which: str = "last") -> Path | None:
         if not self.dist.is_main:
             return None
+        extra = {f"objective.{k}": v for k, v in self.objective.state_tensors().items()}
         return ckpt.save_checkpoint(self.ckpt_dir / which, self.ema_policy, self.policy, self.optimizer,
-                                    self._state(), self.metrics(), self.config)
+                                    self._state(), self.metrics(), self.config, extra_tensors=extra,
+                                    sections=self.objective.checkpoint_sections())
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
@@ -205,6 +216,7 @@ class Trainer:
         if not all_true(bool(torch.isfinite(norm)), self.dist, self.device):
             self._diverged(f"the gradient norm is {float(norm)}")
         self.optimizer.step()
+        self.objective.after_step()
         if self.ema is not None:
             self.ema.update(self.policy)
         self.step += 1
@@ -262,7 +274,8 @@ class Trainer:
             for batch in self._loader():
                 batch = _to_device(batch, self.device)
                 if first:
-                    self.policy.check_batch(batch)
+                    check = getattr(self.objective, "check_batch", None) or self.policy.check_batch
+                    check(batch)
                     first = False
                 window.append(self.train_step(batch))
                 bar.update(1)

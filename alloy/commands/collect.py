@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List
@@ -30,7 +29,8 @@ class Config:
     max_attempts_factor: int = 3
     teacher: str = "teacher"
     name: str = ""
-    workers: int = 0
+    num_envs: int = 8  # envs stepped together per target (as evaluation steps them)
+    workers: int = 0  # 0: one group of envs per core, this process stepping the first; N: N worker processes
     stop_on_success: bool = True
     env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
     overwrite: bool = False
@@ -63,7 +63,9 @@ def check(cfg: DictConfig) -> None:
     if episodes_of(cfg) < 1:
         raise TrainingError(f"episodes_per_task must be >= 1, got {cfg.episodes_per_task}")
     if cfg.workers < 0:
-        raise TrainingError(f"workers must be >= 0 (0: one per CPU core), got {cfg.workers}")
+        raise TrainingError(f"workers must be >= 0 (0: one group of envs per core), got {cfg.workers}")
+    if cfg.num_envs < 1:
+        raise TrainingError(f"num_envs must be >= 1, got {cfg.num_envs}")
     if cfg.max_attempts_factor < 1:
         raise TrainingError(f"max_attempts_factor must be >= 1, got {cfg.max_attempts_factor}")
     if cfg.teacher != "teacher" and not Path(cfg.teacher).expanduser().is_dir():
@@ -87,6 +89,7 @@ def run(cfg: DictConfig) -> None:
         episodes=episodes,
         seed=cfg.seed,
         workers=cfg.workers,
+        num_envs=cfg.num_envs,
         only_success=cfg.only_success,
         teacher=cfg.teacher,
         max_attempts_factor=cfg.max_attempts_factor,
@@ -115,9 +118,10 @@ def run(cfg: DictConfig) -> None:
         },
         "per_env": per_env,
     }
+    from policies.atomic import atomic_write_json
+
     out = Path(cfg.run_dir) / "collect.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out, report)
     for s in per_env:
         log.info("%-36s teacher success %5.1f%% (%d/%d), kept %d episodes, %d steps -> %s", s["env_id"],
                  100 * s["success_rate"], s["successes"], s["attempts"], s["episodes_kept"], s["steps_kept"],

@@ -7,33 +7,12 @@ is honest for the small episode counts and rates near 0 or 1 that policy evaluat
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from training.rollout.episode import FAILURE_REASONS, EpisodeResult
+
 Z_95 = 1.959963984540054
-FAILURE_REASONS = ("collision", "timeout", "instability", "exception", "other")
-
-
-@dataclass
-class EpisodeResult:
-    """One finished episode. `reason` is "" for a success, else one of FAILURE_REASONS."""
-
-    env_id: str
-    index: int
-    seed: int
-    success: bool
-    reason: str
-    ret: float
-    length: int
-    steps_to_success: int | None = None
-    time_to_success: float | None = None
-    error: str = ""
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["return"] = d.pop("ret")
-        return d
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
