@@ -1,6 +1,7 @@
 """Training windows over one or many Minari datasets, their normaliser statistics and spec checks.
 
-`WindowDataset` turns episodes into Diffusion-Policy samples: To observations ending at step t and Tp actions
+`WindowDataset` turns episodes (of Minari datasets, or held in memory: `MemoryEpisodes`, appended between DAgger
+rounds) into Diffusion-Policy samples: To observations ending at step t and Tp actions
 starting at t-To+1, padded at episode edges by repeating the first observation / first action before the start and
 the last action after the end. Everything lives in contiguous NumPy arrays with precomputed per-sample index
 tables, and a batch is gathered with one fancy-indexing call per key (`__getitems__`), so the loader is never the
@@ -9,14 +10,18 @@ bottleneck of training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
+
+from training.batches import StepBatchSampler
 
 from training.datasets_io import (
+    Episode,
     EpisodeArrays,
     alloy_metadata,
     dataset_dir,
@@ -28,7 +33,7 @@ from training.errors import DatasetError
 
 __all__ = [
     "WindowDataset",
-    "WindowBatchSampler",
+    "MemoryEpisodes",
     "compute_stats",
     "dataset_stats",
     "check_spaces",
@@ -207,6 +212,54 @@ def check_spaces(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class MemoryEpisodes:
+    """Episodes held in memory as one source of a `WindowDataset` (e.g. the labelled data of DAgger rounds).
+
+    `actions="labels"` trains on the labeller's actions (`Episode.infos["labels"]`, recorded by the rollout engine
+    beside the executed ones) instead of the executed actions. `metadata` plays the role of a Minari dataset's
+    alloy metadata (e.g. `instruction`, `env_id`).
+    """
+
+    name: str
+    episodes: list[Episode] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    actions: str = "executed"
+
+    def __post_init__(self) -> None:
+        if self.actions not in ("executed", "labels"):
+            raise DatasetError(f"MemoryEpisodes.actions must be 'executed' or 'labels', got {self.actions!r}")
+
+    def arrays(self) -> EpisodeArrays:
+        if not self.episodes:
+            raise DatasetError(f"in-memory source {self.name!r} has no episodes; record some before training on it")
+        obs: dict[str, list[np.ndarray]] = {}
+        acts, lengths = [], []
+        for i, ep in enumerate(self.episodes):
+            a = ep.infos.get("labels") if self.actions == "labels" else ep.actions
+            if a is None:
+                raise DatasetError(f"episode {i} of {self.name!r} has no labels; record it with a labeller")
+            a = np.asarray(a, dtype=np.float32).reshape(len(ep.actions), -1)
+            for k, v in ep.observations.items():
+                v = np.asarray(v, dtype=np.float32).reshape(len(v), -1)
+                if len(v) != len(a) + 1:
+                    raise DatasetError(f"episode {i} of {self.name!r} has {len(v)} '{k}' observations for "
+                                       f"{len(a)} actions; an episode holds T+1 observations")
+                obs.setdefault(k, []).append(v)
+            acts.append(a)
+            lengths.append(len(a))
+        return EpisodeArrays(observations={k: np.ascontiguousarray(np.concatenate(v)) for k, v in obs.items()},
+                             actions=np.ascontiguousarray(np.concatenate(acts)),
+                             lengths=np.asarray(lengths, dtype=np.int64), metadata={"alloy": dict(self.metadata)})
+
+
+Source = Union[str, MemoryEpisodes]
+
+
+def _source_name(source: Source) -> str:
+    return source if isinstance(source, str) else source.name
+
+
 def _instruction_embedding(instruction: str | None) -> np.ndarray:
     if not instruction:
         return np.zeros(LANG_DIM, dtype=np.float32)
@@ -216,7 +269,9 @@ def _instruction_embedding(instruction: str | None) -> np.ndarray:
 
 
 class WindowDataset(Dataset):
-    """Windows of To observations and Tp actions over one or many Minari datasets, mixed with per-dataset weights.
+    """Windows of To observations and Tp actions over one or many sources (Minari dataset ids or `MemoryEpisodes`),
+    mixed with per-source weights. `extend(name, episodes)` appends episodes to an in-memory source and rebuilds
+    the index tables (statistics of in-memory sources are recomputed; Minari ones stay cached).
 
     A sample is `{obs: {key: (To, d)}, action: (Tp, da), goal: (d_state,), future_state: (d_state,),
     lang: (384,), dataset_index: int64}`. `goal` is the episode's last `state` observation and `future_state` the
@@ -228,7 +283,7 @@ class WindowDataset(Dataset):
 
     def __init__(
         self,
-        dataset_ids: str | Sequence[str],
+        dataset_ids: Source | Sequence[Source],
         obs_horizon: int = 2,
         pred_horizon: int = 16,
         weights: Sequence[float] | None = None,
@@ -236,7 +291,8 @@ class WindowDataset(Dataset):
         future_steps: int | None = None,
         state_key: str = STATE_KEY,
     ) -> None:
-        ids = [dataset_ids] if isinstance(dataset_ids, str) else list(dataset_ids)
+        sources = [dataset_ids] if isinstance(dataset_ids, (str, MemoryEpisodes)) else list(dataset_ids)
+        ids = [_source_name(x) for x in sources]
         if not ids:
             raise DatasetError("no dataset ids given; pass at least one dataset id")
         if len(set(ids)) != len(ids):
@@ -257,6 +313,8 @@ class WindowDataset(Dataset):
                     f"got {list(weights)}"
                 )
         self.dataset_ids = ids
+        self.sources = sources
+        self._weights_arg = None if weights is None else list(weights)
         self.obs_horizon, self.pred_horizon = To, Tp
         self.action_horizon = None if action_horizon is None else int(action_horizon)
         self.future_steps = Tp if future_steps is None else int(future_steps)
@@ -264,21 +322,28 @@ class WindowDataset(Dataset):
             raise DatasetError(f"future_steps must be >= 0, got {future_steps}")
         self.state_key = state_key
 
-        parts = [read_episodes(i) for i in ids]
+        self._parts = [read_episodes(x) if isinstance(x, str) else x.arrays() for x in sources]
+        self._stats_parts = [dataset_stats(x, p) if isinstance(x, str) else _stats_of(p)
+                             for x, p in zip(sources, self._parts)]
+        self._index()
+
+    def _index(self) -> None:
+        """(Re)build the contiguous arrays, index tables, counts and weights from the sources' episodes."""
+        parts, ids = self._parts, self.dataset_ids
+        To, Tp, weights = self.obs_horizon, self.pred_horizon, self._weights_arg
         self.metadata = [p.metadata.get("alloy") or {} for p in parts]
         self._check_same_spaces(parts)
-        if state_key not in parts[0].observations:
+        if self.state_key not in parts[0].observations:
             raise DatasetError(
-                f"the datasets have no '{state_key}' observation for goals (keys: {', '.join(parts[0].observations)}); "
-                f"pass state_key=<one of those>"
+                f"the datasets have no '{self.state_key}' observation for goals (keys: "
+                f"{', '.join(parts[0].observations)}); pass state_key=<one of those>"
             )
-        self._stats_parts = [dataset_stats(i, p) for i, p in zip(ids, parts)]
         self._build(parts)
         counts = np.bincount(self._sample_dataset, minlength=len(ids)) if len(self) else np.zeros(len(ids), np.int64)
         if len(self) == 0:
             raise DatasetError(
                 f"no window fits in the episodes of {ids} (obs_horizon={To}, pred_horizon={Tp}, "
-                f"action_horizon={action_horizon}); use shorter horizons"
+                f"action_horizon={self.action_horizon}); use shorter horizons"
             )
         self.samples_per_dataset = counts
         if weights is None:
@@ -290,6 +355,18 @@ class WindowDataset(Dataset):
                 raise DatasetError(f"every dataset with a positive weight is empty for these horizons: {ids}")
             self.weights = w / w.sum()
         self.mixed = weights is not None
+
+    def extend(self, name: str, episodes: Sequence[Episode]) -> None:
+        """Append `episodes` to the in-memory source `name` and rebuild the windows (DAgger's aggregation)."""
+        j = next((i for i, x in enumerate(self.sources) if isinstance(x, MemoryEpisodes) and x.name == name), None)
+        if j is None:
+            known = [x.name for x in self.sources if isinstance(x, MemoryEpisodes)]
+            raise DatasetError(f"no in-memory source named {name!r} (in-memory sources: {known or 'none'})")
+        source = self.sources[j]
+        source.episodes.extend(episodes)
+        self._parts[j] = source.arrays()
+        self._stats_parts[j] = _stats_of(self._parts[j])
+        self._index()
 
     # -- construction ---------------------------------------------------------------------------------------------
 
@@ -408,8 +485,14 @@ class WindowDataset(Dataset):
         per_step = {k: tuple(v)[-1:] if len(tuple(v)) > 1 else tuple(v) for k, v in obs_spec.items()}
         check_spaces(self.obs_shapes, self.action_dim, per_step, action_dim, what=name, name=f"dataset {self.dataset_ids[0]!r}")
 
-    def sampler(self, batch_size: int, num_batches: int | None = None, seed: int = 0) -> WindowBatchSampler:
-        return WindowBatchSampler(self, batch_size, num_batches=num_batches, seed=seed)
+    def sampler(self, batch_size: int, num_batches: int | None = None, seed: int = 0) -> StepBatchSampler:
+        """The trainer's batch sampler (a pure function of seed and step) over `num_batches` batches (default: one
+        epoch)."""
+        if batch_size < 1:
+            raise DatasetError(f"batch_size must be >= 1, got {batch_size}")
+        n = int(num_batches) if num_batches is not None else max(1, len(self) // int(batch_size))
+        return StepBatchSampler(len(self), batch_size, 0, n, seed, weights=self.weights if self.mixed else None,
+                                samples_per_dataset=self.samples_per_dataset)
 
     def loader(
         self,
@@ -428,47 +511,6 @@ class WindowDataset(Dataset):
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
         )
-
-
-class WindowBatchSampler(Sampler):
-    """Batches of sample indices: an epoch-wise shuffle of every sample, or with per-dataset weights, each sample
-    draws its dataset by weight and then a sample of that dataset uniformly (with replacement)."""
-
-    def __init__(self, dataset: WindowDataset, batch_size: int, num_batches: int | None = None, seed: int = 0):
-        if batch_size < 1:
-            raise DatasetError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        self.n = len(dataset)
-        self.num_batches = int(num_batches) if num_batches is not None else max(1, self.n // self.batch_size)
-        self.mixed = dataset.mixed
-        self.weights = dataset.weights
-        counts = dataset.samples_per_dataset
-        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self.counts = counts.astype(np.int64)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        if self.mixed:
-            for _ in range(self.num_batches):
-                d = rng.choice(len(self.weights), size=self.batch_size, p=self.weights)
-                yield self.starts[d] + (rng.random(self.batch_size) * self.counts[d]).astype(np.int64)
-            return
-        if self.batch_size > self.n:  # fewer samples than one batch: draw with replacement
-            for _ in range(self.num_batches):
-                yield rng.integers(0, self.n, self.batch_size)
-            return
-        order, pos = rng.permutation(self.n), 0
-        for _ in range(self.num_batches):
-            if pos + self.batch_size > self.n:
-                order, pos = rng.permutation(self.n), 0
-            yield order[pos : pos + self.batch_size]
-            pos += self.batch_size
 
 
 def _to_torch(batch: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.errors import TrainingError
 from training.evaluation.guard import RolloutGuard
@@ -21,6 +21,9 @@ from training.evaluation.report import build_report, write_report
 from training.evaluation.teacher import TeacherPolicy
 from training.evaluation.video import write_video
 from training.rollout.engine import EpisodeTask, RolloutEngine, RolloutStats, episode_seed, policy_threads
+
+if TYPE_CHECKING:  # the interface is a type only: worker processes must not import torch through it
+    from policies.interface import PolicyLike
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ def _write_video(engine: RolloutEngine, video_dir: Path, videos: list[str]) -> N
 
 
 def evaluate(
-    policy: Any,
+    policy: PolicyLike | str,
     env_ids: str | Sequence[str],
     episodes: int,
     num_envs: int,
@@ -72,7 +75,8 @@ def evaluate(
 ) -> dict:
     """Roll `policy` out for `episodes` episodes on each env id and return the report (see `report.py`).
 
-    `policy` has `reset(mask)` and batched `act(obs) -> (num_envs, action_dim)`, or is the string "teacher".
+    `policy` is any `policies.PolicyLike` (`reset(mask)`, batched `act(obs) -> (num_envs, action_dim)`,
+    `obs_spec`, `action_dim`), or the string "teacher".
     With `run_dir`, report.json, report.md, plots and (with `video`) one tiled mp4 per env id of its first
     `video_episodes` episodes are written there. An episode ends at the env's termination or truncation, at
     `max_episode_steps` when given, and at its first success when `stop_on_success`. `env_fn` makes the envs

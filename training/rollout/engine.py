@@ -30,12 +30,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from training.errors import TrainingError
 from training.rollout.episode import EpisodeResult
+
+if TYPE_CHECKING:  # the interface is a type only: worker processes must not import torch through it
+    from policies.interface import PolicyLike
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ class EpisodeTask:
 class Mixing:
     """Per-episode mixing: an env's episode is driven by `policy` (B) with probability `beta`, else by A."""
 
-    policy: Any
+    policy: PolicyLike
     beta: float
 
     def __post_init__(self) -> None:
@@ -192,8 +195,8 @@ class RolloutEngine:
     The vector env stays open between `run` calls until `close()`.
     """
 
-    def __init__(self, policy, env_id: str, make_vec: Callable[[], Any], num_envs: int, *,
-                 stop_on_success: bool = False, labeller=None, mixing: Mixing | None = None,
+    def __init__(self, policy: PolicyLike, env_id: str, make_vec: Callable[[], Any], num_envs: int, *,
+                 stop_on_success: bool = False, labeller: PolicyLike | None = None, mixing: Mixing | None = None,
                  hooks: Sequence[RolloutHook] = (), stats: RolloutStats | None = None, bar=None,
                  n_video: int = 0, check_fit: Callable[[Any, Any], None] | None = None):
         self.policy, self.env_id, self.make_vec = policy, env_id, make_vec
@@ -206,7 +209,7 @@ class RolloutEngine:
         self.n_video = int(n_video)
         self.check_fit = check_fit
         # every distinct policy acts once per step; the labeller may be one of the drivers
-        self.actors: list[Any] = [policy]
+        self.actors: list[PolicyLike] = [policy]
         for p in (mixing.policy if mixing else None, labeller):
             if p is not None and not any(p is q for q in self.actors):
                 self.actors.append(p)
