@@ -12,6 +12,7 @@ import pkgutil
 import sys
 from types import ModuleType
 
+import distill  # noqa: F401  registers distill's kinds of checkpoint (consistency students) with load_policy
 from alloy.config import ConfigError, compose, route_value_overrides, validate
 from alloy.paths import config_dir
 

@@ -1,5 +1,6 @@
-"""Layouts are feasible; the planner teacher succeeds, its plans go both ways around obstacles, and by
-default it uses the holonomic robot's freedom (sideways motion) that the other robots cannot copy."""
+"""Layouts are feasible; the planner teacher (a Dijkstra cost-to-go field) succeeds, its plans go both ways
+around obstacles, and by default it uses the holonomic robot's freedom (sideways motion) that the other robots
+cannot copy."""
 
 import math
 
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 
 from envs.errors import EnvError
-from envs.nav.env import NavEnv
+from envs.nav.env import NavEnv, evaluate_teacher
 from envs.nav.layout import Layout, LayoutConfig, Obstacle, is_feasible, sample_layout
-from envs.nav.teacher import GOAL_TURN_RATE, HEADINGS, PlannerTeacher, evaluate_teacher, wrap_angle
+from envs.nav.teacher import GOAL_TURN_RATE, HEADINGS, PlannerTeacher, wrap_angle
 
 
 def test_sampled_layouts_are_feasible_and_far_enough():

@@ -91,7 +91,7 @@ def resolve_sizes(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig) -> None:
-    from distill.inference_bench import BenchSizes, InferenceBench, SchemeSizes, TaskSpec, write_result
+    from alloy.benchmarks.inference import BenchSizes, InferenceBench, SchemeSizes, TaskSpec, write_result
     from envs import list_env_ids
     from distill.errors import DistillError
     from policies import NetConfig

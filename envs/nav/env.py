@@ -405,3 +405,46 @@ class NavEnv(gym.Env):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+def evaluate_teacher(embodiment: str, episodes: int, seed: int = 0, **env_kwargs) -> dict:
+    """Run the privileged teacher's commands (`teacher_action`) unchanged on a robot for `episodes` seeded episodes.
+
+    Returns success, collision and timeout rates, the mean time of successful episodes, and
+    `lateral_share`: over all episodes, the distance the robot moved sideways in its own frame divided
+    by the distance it moved (sum of |vy| dt over sum of |v| dt; 0 for a robot that only drives
+    forward or back). Episode i uses seed `seed + i`, so every robot sees the same layouts.
+    """
+    env = NavEnv(embodiment=embodiment, **env_kwargs)
+    counts = {"success": 0, "collision": 0, "timeout": 0}
+    times = []
+    lateral = travelled = 0.0
+    try:
+        for i in range(episodes):
+            env.reset(seed=seed + i)
+            while True:
+                _, _, terminated, truncated, info = env.step(env.teacher_action())
+                v = env.body_velocity()
+                lateral += abs(float(v[1]))
+                travelled += math.hypot(float(v[0]), float(v[1]))
+                if terminated or truncated:
+                    break
+            if info["is_success"]:
+                counts["success"] += 1
+                times.append(info["time"])
+            elif info["collision"]:
+                counts["collision"] += 1
+            else:
+                counts["timeout"] += 1
+    finally:
+        env.close()
+    return {
+        "embodiment": embodiment,
+        "episodes": episodes,
+        "seed": seed,
+        "success_rate": counts["success"] / max(episodes, 1),
+        "collision_rate": counts["collision"] / max(episodes, 1),
+        "timeout_rate": counts["timeout"] / max(episodes, 1),
+        "mean_success_time": float(np.mean(times)) if times else float("nan"),
+        "lateral_share": lateral / travelled if travelled > 0 else 0.0,
+    }

@@ -1,4 +1,5 @@
-"""Grid planner on the known obstacle map: one Dijkstra from the goal gives a cost-to-go field.
+"""The nav teacher's planner: a Dijkstra cost-to-go field on the known obstacle map (not A*: no heuristic, no
+single start; one search from the goal covers every cell).
 
 Because the field covers every cell, a path from wherever the robot drifted to is a walk down the
 predecessor tree, so the teacher replans every control step for free. Cells closer to an obstacle
@@ -33,8 +34,9 @@ def smooth_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return ndimage.map_coordinates(coarse, [ii, jj], order=1)
 
 
-class CostToGo:
-    """Cost-to-go to the goal on an 8-connected grid, and greedy paths down its predecessor tree."""
+class DijkstraCostToGo:
+    """Cost-to-go to the goal on an 8-connected grid (one Dijkstra from the goal), and paths down its
+    predecessor tree."""
 
     def __init__(
         self,

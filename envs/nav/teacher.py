@@ -1,4 +1,4 @@
-"""The privileged teacher: plans on the known obstacle map and follows the plan with holonomic commands.
+"""The privileged teacher: follows a Dijkstra cost-to-go field of the known obstacle map with holonomic commands.
 
 It sees the true layout and pose (privileged), so it is a demonstrator, not a policy. Its command is
 always the holonomic one (vx, vy, yaw rate) and it never adapts to the robot's limits: that gap is what
@@ -19,7 +19,7 @@ import numpy as np
 
 from envs.errors import EnvError
 from envs.nav.layout import Layout
-from envs.nav.planner import CostToGo
+from envs.nav.planner import DijkstraCostToGo
 
 LOOKAHEAD = 0.8  # m of path ahead within which the carrot point is chosen
 CRUISE = 0.8  # fraction of the robot's max speed
@@ -42,7 +42,10 @@ def wrap_angle(a: float) -> float:
 
 
 class PlannerTeacher:
-    """Dijkstra cost-to-go on an inflated grid + carrot following with line-of-sight shortcuts.
+    """Carrot following down a Dijkstra cost-to-go field of the inflated grid, with line-of-sight shortcuts.
+
+    No A*: one Dijkstra search from the goal gives the cost to go from every cell, so the path from wherever
+    the robot is now is a walk down the predecessor tree (see `envs.nav.planner`).
 
     `heading` (one of `HEADINGS`) only sets the yaw-rate command; the route and the world-frame
     velocity along it are the same in every mode.
@@ -65,12 +68,12 @@ class PlannerTeacher:
         self.heading = heading
         self.hold_yaw = float(layout.start[2])
         self.rng = np.random.default_rng(seed) if randomize else None
-        self._field: CostToGo | None = None
+        self._field: DijkstraCostToGo | None = None
 
     @property
-    def field(self) -> CostToGo:
+    def field(self) -> DijkstraCostToGo:
         if self._field is None:  # planned lazily: envs used without a teacher never pay for it
-            self._field = CostToGo(self.layout, self.arena_half, self.clearance, self.footprint, self.rng)
+            self._field = DijkstraCostToGo(self.layout, self.arena_half, self.clearance, self.footprint, self.rng)
         return self._field
 
     def plan(self, xy) -> np.ndarray:
@@ -134,48 +137,3 @@ class PlannerTeacher:
             return 0.0
         error = wrap_angle(math.atan2(to_goal[1], to_goal[0]) - yaw)
         return float(np.clip(YAW_GAIN * error / max_yaw_rate, -GOAL_TURN_RATE, GOAL_TURN_RATE))
-
-
-def evaluate_teacher(embodiment: str, episodes: int, seed: int = 0, **env_kwargs) -> dict:
-    """Run the teacher's commands unchanged on a robot for `episodes` seeded episodes.
-
-    Returns success, collision and timeout rates, the mean time of successful episodes, and
-    `lateral_share`: over all episodes, the distance the robot moved sideways in its own frame divided
-    by the distance it moved (sum of |vy| dt over sum of |v| dt; 0 for a robot that only drives
-    forward or back). Episode i uses seed `seed + i`, so every robot sees the same layouts.
-    """
-    from envs.nav.env import NavEnv
-
-    env = NavEnv(embodiment=embodiment, **env_kwargs)
-    counts = {"success": 0, "collision": 0, "timeout": 0}
-    times = []
-    lateral = travelled = 0.0
-    try:
-        for i in range(episodes):
-            env.reset(seed=seed + i)
-            while True:
-                _, _, terminated, truncated, info = env.step(env.teacher_action())
-                v = env.body_velocity()
-                lateral += abs(float(v[1]))
-                travelled += math.hypot(float(v[0]), float(v[1]))
-                if terminated or truncated:
-                    break
-            if info["is_success"]:
-                counts["success"] += 1
-                times.append(info["time"])
-            elif info["collision"]:
-                counts["collision"] += 1
-            else:
-                counts["timeout"] += 1
-    finally:
-        env.close()
-    return {
-        "embodiment": embodiment,
-        "episodes": episodes,
-        "seed": seed,
-        "success_rate": counts["success"] / max(episodes, 1),
-        "collision_rate": counts["collision"] / max(episodes, 1),
-        "timeout_rate": counts["timeout"] / max(episodes, 1),
-        "mean_success_time": float(np.mean(times)) if times else float("nan"),
-        "lateral_share": lateral / travelled if travelled > 0 else 0.0,
-    }

@@ -1,8 +1,21 @@
-"""Turn what a user types after `policy=` into something with `reset`/`act`, and check it fits the env.
+"""Turn a policy spec (`policy=` of `alloy eval`, `teacher=` of `alloy collect`) into something with `reset`/`act`,
+and check it fits the env.
 
-`load_policy` dispatches on the spec: the word `teacher`, a checkpoint directory (`config.yaml` +
-`model.safetensors`), or any format added with `register_loader` (the export runtime plugs its artifacts in
-here, so evaluation code never changes when a new kind of policy appears).
+One registry of policy loaders, used by evaluation, collection and every other place that loads a policy from a path.
+`load_policy` dispatches on the spec:
+
+1. the word `teacher`: the env's own privileged teacher;
+2. a checkpoint directory (`config.yaml` + `model.safetensors`): by the kind of checkpoint, i.e. a top-level section
+   of its config.yaml that a package registered with `register_checkpoint_kind` (the consistency student's
+   `consistency:` section is registered by `distill` when it is imported); a plain `Policy.from_pretrained`
+   checkpoint otherwise;
+3. any other format added with `register_loader(kind, matches, load)`, matched on the path (the export runtime plugs
+   its artifacts in here).
+
+A package registers its kinds itself, on import, so that nothing here imports a package above `training`
+(docs/ARCHITECTURE.md). Every loader is called as `load(path, device, **sampling)`: `path` a `Path`, `device` the
+string the user gave (`auto`, `cpu`, `cuda[:i]`; `training.runtime.resolve_device` turns it into a torch device) and
+`sampling` holding `action_horizon` / `inference_steps` when they are set.
 """
 
 from __future__ import annotations
@@ -16,6 +29,10 @@ from training.evaluation.teacher import TeacherPolicy
 
 Matcher = Callable[[Path], bool]
 Loader = Callable[..., Any]  # load(path, device, **sampling): sampling holds action_horizon / inference_steps when set
+
+# Checkpoint sections whose loader a package above `training` registers, named here only so that loading one without
+# that package imported says which package to import (a string, not an import).
+SECTION_PACKAGES: dict[str, str] = {"consistency": "distill"}
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -32,29 +49,65 @@ def _config_sections(path: Path) -> set[str]:
     return set(config) if isinstance(config, dict) else set()
 
 
-def _load_checkpoint(path: Path, device: str, **sampling: Any) -> Any:
+def _load_plain_checkpoint(path: Path, device: str, **sampling: Any) -> Any:
     from policies import Policy
     from training.runtime import resolve_device
 
-    if "consistency" in _config_sections(path):  # a distilled student samples with its own few-step sampler
-        from distill.consistency import load_student
-
-        return load_student(path, device=resolve_device(device), **sampling)
     return Policy.from_pretrained(path, device=resolve_device(device), **sampling)
+
+
+# config.yaml section -> (kind, loader), in registration order: the first registered section present wins.
+_CHECKPOINT_KINDS: dict[str, tuple[str, Loader]] = {}
+
+
+def _load_checkpoint(path: Path, device: str, **sampling: Any) -> Any:
+    sections = _config_sections(path)
+    for section, (_kind, load) in _CHECKPOINT_KINDS.items():
+        if section in sections:
+            return load(path, device, **sampling)
+    missing = sorted(s for s in sections if s in SECTION_PACKAGES)
+    if missing:
+        section = missing[0]
+        package = SECTION_PACKAGES[section]
+        raise TrainingError(
+            f"{str(path)!r} is a {package} checkpoint (its config.yaml has a '{section}:' section) and no loader "
+            f"for it is registered; `import {package}` before load_policy (the alloy CLI does) to register it"
+        )
+    return _load_plain_checkpoint(path, device, **sampling)
 
 
 _LOADERS: list[tuple[str, Matcher, Loader]] = [("checkpoint", _is_checkpoint, _load_checkpoint)]
 
 
 def register_loader(kind: str, matches: Matcher, load: Loader) -> None:
-    """Teach `load_policy` a new kind of policy (e.g. an exported artifact); earlier registrations win ties."""
+    """Teach `load_policy` a new format matched on the path (e.g. an exported artifact): `matches(path)` says whether
+    `path` is one, `load(path, device, **sampling)` loads it. Registering a `kind` again replaces it; among different
+    kinds, earlier registrations win ties (checkpoint directories always come first)."""
+    if kind == "checkpoint":
+        raise TrainingError("the kind 'checkpoint' is built in; add a kind of checkpoint with register_checkpoint_kind")
     _LOADERS[:] = [entry for entry in _LOADERS if entry[0] != kind] + [(kind, matches, load)]
+
+
+def register_checkpoint_kind(section: str, load: Loader, kind: str | None = None) -> None:
+    """Teach `load_policy` a kind of checkpoint directory: one whose config.yaml has the top-level `section` (e.g.
+    `consistency:`) is loaded with `load(path, device, **sampling)` instead of `Policy.from_pretrained`. `kind`
+    names it in messages (default: the section). Registering a section again replaces its loader."""
+    _CHECKPOINT_KINDS.pop(section, None)
+    _CHECKPOINT_KINDS[section] = (kind or section, load)
+
+
+def registered_kinds() -> list[str]:
+    """Every kind `load_policy` accepts now, for messages."""
+    return (["teacher", "checkpoint"] + [k for k, _ in _CHECKPOINT_KINDS.values()]
+            + [k for k, _, _ in _LOADERS if k != "checkpoint"])
 
 
 def load_policy(spec: str | Path, device: str = "auto", action_horizon: int | None = None,
                 inference_steps: int | None = None) -> Any:
-    """The policy named by `spec`: `teacher`, a checkpoint directory, or a registered artifact format.
-    `action_horizon` / `inference_steps` replace a checkpoint's saved sampling settings (None keeps them)."""
+    """The policy named by `spec`: `teacher`, a checkpoint directory (of any registered kind), or a registered
+    format, ready to act (checkpoints load in eval mode). `action_horizon` / `inference_steps` replace a
+    checkpoint's saved sampling settings (None keeps them). Anything a user can get wrong raises one line
+    (TrainingError, or the PolicyError / DistillError of the loader)."""
     sampling = {k: v for k, v in (("action_horizon", action_horizon), ("inference_steps", inference_steps))
                 if v is not None}
     if str(spec) == "teacher":
@@ -64,19 +117,22 @@ def load_policy(spec: str | Path, device: str = "auto", action_horizon: int | No
         return TeacherPolicy()
     path = Path(spec).expanduser()
     if not path.exists():
-        raise TrainingError(f"policy {str(spec)!r} does not exist; pass policy=teacher or a checkpoint directory")
+        raise TrainingError(f"policy {str(spec)!r} does not exist; pass `teacher` or a checkpoint directory")
     for _kind, matches, load in _LOADERS:
         if matches(path):
-            return load(path, device, **sampling)
+            try:
+                return load(path, str(device), **sampling)
+            except OSError as e:
+                raise TrainingError(f"cannot read policy {str(spec)!r} ({type(e).__name__}: {e}); "
+                                    f"check the path and its permissions") from None
     if any(path.glob("*.onnx")) or path.suffix == ".onnx":
         raise TrainingError(
             f"{str(spec)!r} looks like an exported artifact, which this alloy cannot evaluate yet; "
             "evaluate the checkpoint directory it was exported from"
         )
-    kinds = ", ".join(["teacher"] + [k for k, _, _ in _LOADERS])
     raise TrainingError(
         f"{str(spec)!r} is not a policy alloy can load (a checkpoint directory holds config.yaml and "
-        f"model.safetensors); accepted: {kinds}"
+        f"model.safetensors); accepted: {', '.join(registered_kinds())}"
     )
 
 
