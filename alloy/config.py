@@ -105,6 +105,7 @@ def compose(command: str, overrides: list[str], config_dir: Path) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 
+    _import_command(command)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=command):
@@ -129,6 +130,19 @@ def compose(command: str, overrides: list[str], config_dir: Path) -> DictConfig:
             where = f" under '{parent}'" if parent else ""
             message = f"unknown config key '{key}'; valid keys{where}: {', '.join(valid)}"
     raise ConfigError(message)
+
+
+def _import_command(command: str) -> None:
+    """Import the command's module: its schema modules register the Hydra configs that its primary config composes
+    (train's `net_defaults`, ... from policies/config.py). A config dir of other commands (tests) has none."""
+    import importlib
+
+    name = f"alloy.commands.{command}"
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name not in (name, "alloy.commands"):
+            raise
 
 
 def _bad_key(message: str) -> str | None:

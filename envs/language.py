@@ -19,16 +19,22 @@ import numpy as np
 from envs.errors import EnvError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
-EMBED_DIM = 384
-DEFAULT_DATA_DIR = "~/.cache/alloy/datasets"
+EMBED_DIM = 384  # the one definition of the language embedding size (training's `lang` vectors use it)
+DATA_DIR_ENV = "ALLOY_DATA_DIR"
+DEFAULT_DATA_DIR = "~/.cache/alloy/datasets"  # the one definition of the default data root
 
 _model = None
 
 
+def data_dir() -> Path:
+    """alloy's data root, `$ALLOY_DATA_DIR` or `~/.cache/alloy/datasets`, user-expanded (not created). Datasets
+    (`training.datasets_io.data_root`) and this module's embedding cache both live under it."""
+    return Path(os.path.expanduser(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR))
+
+
 def cache_dir() -> Path:
-    """Where embeddings are cached: `<ALLOY_DATA_DIR or ~/.cache/alloy/datasets>/.language/<model>`."""
-    root = Path(os.path.expanduser(os.environ.get("ALLOY_DATA_DIR") or DEFAULT_DATA_DIR))
-    return root / ".language" / MODEL_NAME
+    """Where embeddings are cached: `<data root>/.language/<model>`."""
+    return data_dir() / ".language" / MODEL_NAME
 
 
 def _cache_file(sentence: str, directory: Path) -> Path:

@@ -1,7 +1,10 @@
 """The schema of a policy: the three independent choices (denoiser, process, scheme) plus the data it sees.
 
 The dataclasses double as the Hydra schema of the `policy`, `diffusion` and `scheme` config groups, and a
-`PolicySpec` (the choices plus observation/action dims) is what a saved policy's `config.yaml` holds.
+`PolicySpec` (the choices plus observation/action dims) is what a saved policy's `config.yaml` holds. Their
+defaults are the only ones: `configs/train.yaml` composes them (registered below as `net_defaults`,
+`diffusion_defaults`, `scheme_defaults`) under each group, and each option's file holds only what makes it that
+choice.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Any, Optional
 from policies.errors import PolicyError
 
 NETS = ("dit", "mdt", "mode", "mlp")
-PROCESSES = ("ddpm", "ddim", "edm", "regression")
 FORMAT = "alloy-policy"
 FORMAT_VERSION = 1
 
@@ -114,8 +116,11 @@ class PolicySpec:
         n = self.net
         if n.name not in NETS:
             raise PolicyError(f"unknown policy net {n.name!r}; use one of {', '.join(NETS)}")
-        if self.diffusion.name not in PROCESSES:
-            raise PolicyError(f"unknown diffusion process {self.diffusion.name!r}; use one of {', '.join(PROCESSES)}")
+        # The registry of processes, imported here because it imports this module; an unknown name is a
+        # PolicyError that lists the known processes.
+        from policies.diffusion import process_factory
+
+        process_factory(self.diffusion.name)
         if not self.obs_dims:
             raise PolicyError("the policy has no observation keys; set policy.obs_keys or use a dataset with observations")
         for key, dim in self.obs_dims.items():
@@ -161,3 +166,22 @@ def _build(cls, data: Any):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} key(s) {', '.join(unknown)}")
     return cls(**data)
+
+
+def _register_hydra_defaults() -> None:
+    """Each group's schema defaults as a plain (untyped) Hydra config, for configs/train.yaml to compose first.
+
+    Untyped, so that composing stays as loose as with plain YAML and alloy.config.validate reports a bad key or
+    value in one line; composed, so that `--cfg job` shows every value and `policy.<key>=...` overrides any key.
+    """
+    try:
+        from hydra.core.config_store import ConfigStore
+    except ImportError:  # the policies without the CLI
+        return
+    store = ConfigStore.instance()
+    for name, cls in (("net_defaults", NetConfig), ("diffusion_defaults", DiffusionConfig),
+                      ("scheme_defaults", SchemeConfig)):
+        store.store(name=name, node=dataclasses.asdict(cls()))
+
+
+_register_hydra_defaults()

@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from policies.atomic import atomic_dir, resolve_dir
+from policies.atomic import atomic_dir, recover_dir, write_safetensors
 from policies.config import FORMAT, FORMAT_VERSION, PolicySpec
 from policies.diffusion import build_process
 from policies.errors import PolicyError
@@ -260,9 +260,8 @@ class Policy(nn.Module):
 
     def write_files(self, directory: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
         """Write the two policy files into an existing directory (callers that build a larger checkpoint
-        directory atomically use this inside their own `atomic_dir`)."""
-        from safetensors.torch import save_file
-
+        directory atomically use this inside their own `atomic_dir`). Identical weights and spec give identical
+        bytes in any process (sorted safetensors metadata, YAML in the spec's own key order)."""
         directory = Path(directory)
         config = {"format": FORMAT, "version": FORMAT_VERSION, "policy": self.spec.to_dict()}
         if extra:
@@ -270,8 +269,8 @@ class Policy(nn.Module):
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
         meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "net": self.spec.net.name,
                 "spec": json.dumps(self.spec.to_dict())}
-        (directory / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-        save_file(tensors, str(directory / WEIGHTS_FILE), metadata=meta)
+        (directory / CONFIG_FILE).write_bytes(yaml.safe_dump(config, sort_keys=False).encode("utf-8"))
+        write_safetensors(directory / WEIGHTS_FILE, tensors, metadata=meta)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -314,7 +313,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[PolicySpec, dict[str, torc
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    root = resolve_dir(path)
+    root = recover_dir(path)  # completes a crashed write's rollback, clears dead writers' temp dirs
     cfg_file, weights = root / CONFIG_FILE, root / WEIGHTS_FILE
     if not cfg_file.is_file() or not weights.is_file():
         raise PolicyError(f"no policy at {path} (needs {CONFIG_FILE} and {WEIGHTS_FILE}); pass a directory written "

@@ -8,7 +8,9 @@
         metrics.json           the run's figures at this step
 
 Every tensor goes to safetensors and every other value to JSON, so a foreign or damaged file is an error, never
-code execution.
+code execution. The same state gives the same bytes in any process (sorted safetensors metadata, JSON in insertion
+order). A write killed part-way is repaired by `policies.atomic.recover_dir`, which `load_train_state` and
+`Policy.from_pretrained` apply before reading.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.atomic import atomic_dir, resolve_dir
+from policies.atomic import atomic_dir, recover_dir, write_safetensors
 from training.errors import TrainingError
 
 STATE_TENSORS = "train_state.safetensors"
@@ -88,8 +90,6 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
 def save_checkpoint(path: str | Path, ema_policy, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], metrics: dict[str, Any], config: dict[str, Any] | None) -> Path:
     """Write one checkpoint directory atomically (rank 0 only)."""
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = optimizer_state(optimizer)
     rng_tensors, rng_meta = rng_state()
@@ -98,9 +98,9 @@ def save_checkpoint(path: str | Path, ema_policy, model: torch.nn.Module, optimi
     meta = {"format": FORMAT, **state, "optimizer": opt_meta, "rng": rng_meta}
     with atomic_dir(path) as tmp:
         ema_policy.write_files(tmp, {"train": config} if config else None)
-        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": FORMAT})
-        (tmp / STATE_JSON).write_text(json.dumps(meta))
-        (tmp / METRICS).write_text(json.dumps(metrics, indent=2, default=float))
+        write_safetensors(tmp / STATE_TENSORS, tensors, metadata={"format": FORMAT})
+        (tmp / STATE_JSON).write_bytes(json.dumps(meta).encode("utf-8"))
+        (tmp / METRICS).write_bytes(json.dumps(metrics, indent=2, default=float).encode("utf-8"))
     return Path(path)
 
 
@@ -109,7 +109,7 @@ def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    root = resolve_dir(path)
+    root = recover_dir(path)  # completes a crashed write's rollback, clears dead writers' temp dirs
     tfile, jfile = root / STATE_TENSORS, root / STATE_JSON
     if not tfile.is_file() or not jfile.is_file():
         raise TrainingError(f"no training state in {path} (needs {STATE_TENSORS} and {STATE_JSON}); resume from a "

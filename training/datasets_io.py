@@ -1,9 +1,13 @@
 """Reading and writing alloy's demonstration datasets in Minari's format, with one-line errors.
 
-Datasets live under the data root (`ALLOY_DATA_DIR`, default `~/.cache/alloy/datasets`); Minari is pointed at it
-through `MINARI_DATASETS_PATH`. A dataset is written to a hidden staging folder first and moved into place whole, so
-an interrupted collection never leaves a half-written dataset that looks valid. alloy's own metadata (suite, env id
-and kwargs, teacher, seeds, version, instruction) sits under the `alloy` key of Minari's dataset metadata.
+Datasets live under the data root (`ALLOY_DATA_DIR`, default `~/.cache/alloy/datasets`, defined once in
+`envs.language`); Minari is pointed at it through `MINARI_DATASETS_PATH`. A dataset is written to a hidden staging
+folder (`.staging/<host>-<pid>-<uuid>/`) first and swapped into place whole with `policies.atomic.replace_dir`, so at
+every moment the old or the new dataset exists and an interrupted collection never leaves a half-written dataset that
+looks valid. Readers apply `policies.atomic.recover_dir` (through `dataset_dir`), which completes the rollback of a
+swap killed between its two renames; `write_dataset` removes the staging folders of dead writers. alloy's own
+metadata (suite, env id and kwargs, teacher, seeds, version, instruction) sits under the `alloy` key of Minari's
+dataset metadata.
 """
 
 from __future__ import annotations
@@ -23,21 +27,42 @@ import numpy as np
 
 from training.errors import DatasetError
 
-DEFAULT_DATA_DIR = "~/.cache/alloy/datasets"
 STAGING_DIR = ".staging"
 
 
 def data_root() -> Path:
     """The data root, created if needed; also points Minari (`MINARI_DATASETS_PATH`) at it."""
-    root = Path(os.path.expanduser(os.environ.get("ALLOY_DATA_DIR") or DEFAULT_DATA_DIR)).resolve()
+    from envs.language import data_dir
+
+    root = data_dir().resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     return root
 
 
 def dataset_dir(dataset_id: str) -> Path:
-    """The folder of a dataset (it holds Minari's `data/` and alloy's statistics file)."""
-    return data_root() / dataset_id
+    """The folder of a dataset (it holds Minari's `data/` and alloy's statistics file), after the recovery rule of
+    `policies.atomic.recover_dir` (a replacement killed between its two renames is rolled back)."""
+    from policies.atomic import recover_dir
+
+    path = data_root() / dataset_id
+    recover_dir(path)
+    return path
+
+
+def _recover_all(root: Path) -> None:
+    """Complete the rollback of every dataset whose replacement was killed between its two renames (their previous
+    copy waits at `.<name>.old`, which Minari's listing skips as hidden)."""
+    from policies.atomic import recover_dir
+
+    for dirpath, dirnames, _ in os.walk(root):
+        if "data" in dirnames:  # a dataset: nothing nested below it
+            dirnames[:] = []
+            continue
+        for name in dirnames:
+            if name.startswith(".") and name.endswith(".old") and len(name) > 5:
+                recover_dir(Path(dirpath) / name[1:-4])
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
 
 
 def alloy_version() -> str:
@@ -54,7 +79,7 @@ def list_datasets(prefix: str | None = None) -> list[str]:
     """Ids of the datasets under the data root (optionally those starting with `prefix`), sorted."""
     import minari
 
-    data_root()
+    _recover_all(data_root())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Minari warns about damaged datasets; `open_dataset` explains them
         found = minari.list_local_datasets()
@@ -209,19 +234,23 @@ def write_dataset(
     overwrite: bool = False,
     requirements: Sequence[str] = (),
 ) -> Path:
-    """Write `episodes` as the Minari dataset `dataset_id` (atomically: staged, then moved into place).
+    """Write `episodes` as the Minari dataset `dataset_id` (atomically: staged, then swapped into place so that
+    the old or the new dataset exists at every moment, see `policies.atomic.replace_dir`).
 
     `env_spec` (a registered Gymnasium spec) lets `dataset.recover_environment()` rebuild the env; without one,
     pass the observation and action spaces."""
     import minari
 
+    from policies.atomic import remove_stale_children, replace_dir, writer_tag
+
     root = data_root()
-    final = root / dataset_id
+    final = dataset_dir(dataset_id)
     if (final / "data").exists() and not overwrite:
         raise DatasetError(f"dataset {dataset_id!r} already exists at {final}; pass overwrite=true to replace it")
     if not episodes:
         raise DatasetError(f"no episodes to write for {dataset_id!r} (with only_success=true every rollout failed)")
-    staging = root / STAGING_DIR / uuid.uuid4().hex
+    remove_stale_children(root / STAGING_DIR)  # what killed writers left behind
+    staging = root / STAGING_DIR / f"{writer_tag()}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
         with _minari_root(staging), warnings.catch_warnings():
@@ -244,10 +273,7 @@ def write_dataset(
             if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging / dataset_id, final)
+        replace_dir(staging / dataset_id, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     data_root()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import List, Optional
@@ -57,10 +56,10 @@ def run(cfg: DictConfig) -> None:
         seed=int(cfg.seed),
     )
     os.makedirs(cfg.run_dir, exist_ok=True)
+    from policies.atomic import atomic_write_json
+
     path = os.path.join(cfg.run_dir, "data.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write_json(path, report, newline=False)
     print(f"{report['samples_per_s']:,.0f} samples/s ({report['batches_per_s']:.0f} batches/s of {report['batch_size']}, "
           f"To={report['obs_horizon']} Tp={report['pred_horizon']}) from {len(ids)} dataset(s), "
           f"{report['windows']} windows, on {report['device']}; report: {path}")

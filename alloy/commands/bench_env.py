@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import List
@@ -38,10 +37,9 @@ def run(cfg: DictConfig) -> None:
     report = bench_envs(names, steps=int(cfg.steps), seed=int(cfg.seed),
                         progress=lambda name: log.info("benchmarked %s", name))
     os.makedirs(cfg.run_dir, exist_ok=True)
+    from policies.atomic import atomic_write_json
+
     path = os.path.join(cfg.run_dir, "env.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, report, newline=False)
     print(format_table(report))
     print(f"report: {path}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import List, Optional
 
@@ -46,11 +45,10 @@ def run(cfg: DictConfig) -> None:
         workers=cfg.workers,
     )
     result["config"] = OmegaConf.to_container(cfg, resolve=True)
+    from policies.atomic import atomic_write_json
+
     path = os.path.join(cfg.run_dir, "rollout.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, result, newline=False)
     print(f"{result['env_id']}: raw single env {result['raw_env_steps_per_s']:.0f} steps/s "
           f"({result['cores_available']} cores available, load {result['load_average_1min']['before']:.1f})")
     for row in result["rows"]:

@@ -133,8 +133,10 @@ def summarize(cfg: DictConfig, run_dir: Path, seconds: dict[str, float]) -> dict
             lines.append(f"| {label} | {s['success_rate']:.1%} | [{lo:.2f}, {hi:.2f}] | {s['episodes']} | "
                          f"{s['length_mean']:.1f} |")
     lines += ["", "| stage | seconds |", "| --- | --- |"] + [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    from policies.atomic import atomic_write_json, atomic_write_text
+
+    atomic_write_json(run_dir / "summary.json", summary, newline=False)
+    atomic_write_text(run_dir / "summary.md", "\n".join(lines) + "\n")
     return summary
 
 

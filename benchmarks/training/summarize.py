@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {item!r} is not NAME=DIR", file=sys.stderr)
             return 2
         table[name] = summarize_run(Path(directory))
-    out.write_text(json.dumps(table, indent=2) + "\n")
+    from policies.atomic import atomic_write_json
+
+    atomic_write_json(out, table)
     for name, row in table.items():
         rates = ({s: e["success_rate"] for s, e in row["evals"].items()} if row["kind"] == "train"
                  else {"eval": row["eval"]["success_rate"]})

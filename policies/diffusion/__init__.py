@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from policies.config import DiffusionConfig
 from policies.diffusion.base import Process
+from policies.diffusion.ddpm import DiffusersProcess
+from policies.diffusion.edm import EDMProcess
+from policies.diffusion.regression import RegressionProcess
 from policies.errors import PolicyError
+
+# `diffusion.name` -> the process it builds from its DiffusionConfig (configs/diffusion/<name>.yaml picks one).
+PROCESSES: dict[str, Callable[[DiffusionConfig], Process]] = {
+    "ddpm": partial(DiffusersProcess, kind="ddpm"),
+    "ddim": partial(DiffusersProcess, kind="ddim"),
+    "edm": EDMProcess,
+    "regression": RegressionProcess,
+}
+
+
+def process_factory(name: str) -> Callable[[DiffusionConfig], Process]:
+    try:
+        return PROCESSES[name]
+    except KeyError:
+        raise PolicyError(f"unknown diffusion process {name!r}; use one of {', '.join(PROCESSES)}") from None
 
 
 def build_process(cfg: DiffusionConfig) -> Process:
-    if cfg.name in ("ddpm", "ddim"):
-        from policies.diffusion.ddpm import DiffusersProcess
-
-        return DiffusersProcess(cfg, cfg.name)
-    if cfg.name == "edm":
-        from policies.diffusion.edm import EDMProcess
-
-        return EDMProcess(cfg)
-    if cfg.name == "regression":
-        from policies.diffusion.regression import RegressionProcess
-
-        return RegressionProcess(cfg)
-    raise PolicyError(f"unknown diffusion process {cfg.name!r}; use one of ddpm, ddim, edm, regression")
+    return process_factory(cfg.name)(cfg)
 
 
-__all__ = ["Process", "build_process"]
+__all__ = ["PROCESSES", "Process", "build_process", "process_factory"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,18 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    """The figure as a PNG at `path`, written atomically (a reader never sees half an image)."""
+    from policies.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_success(report: dict, path: str | Path) -> Path:
@@ -33,9 +46,7 @@ def plot_success(report: dict, path: str | Path) -> Path:
     ax.set_ylabel("success rate (95% Wilson CI)")
     ax.set_title(f"{report['overall']['episodes']} episodes")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_latency(call_ms: list[float], path: str | Path) -> Path:
@@ -51,6 +62,4 @@ def plot_latency(call_ms: list[float], path: str | Path) -> Path:
     ax.set_xlabel("policy act call (ms)")
     ax.set_ylabel("calls")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)

@@ -29,14 +29,13 @@ Metric block:
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 
+from policies.atomic import atomic_write_json, atomic_write_text
 from training.evaluation.metrics import EpisodeResult, percentiles, summarize
 
 SCHEMA_VERSION = 1
@@ -105,12 +104,6 @@ def _clean(value):
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _num(value, fmt: str = "{:.3g}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -162,8 +155,8 @@ def write_report(report: dict, run_dir: str | Path, call_ms: list[float] | None 
     files = dict(report.get("files", {}))
     files["report_md"] = "report.md"
     report = {**report, "files": files}
-    _write_atomic(run_dir / "report.json", json.dumps(_clean(report), indent=2) + "\n")
-    _write_atomic(run_dir / "report.md", markdown(report))
+    atomic_write_json(run_dir / "report.json", _clean(report))
+    atomic_write_text(run_dir / "report.md", markdown(report))
     try:
         from training.evaluation.plots import plot_latency, plot_success
 
@@ -174,6 +167,6 @@ def write_report(report: dict, run_dir: str | Path, call_ms: list[float] | None 
     except Exception as e:  # plots are a convenience: never lose the numbers because a plot failed
         files["plot_error"] = f"{type(e).__name__}: {e}"
     report = {**report, "files": files}
-    _write_atomic(run_dir / "report.json", json.dumps(_clean(report), indent=2) + "\n")
-    _write_atomic(run_dir / "report.md", markdown(report))
+    atomic_write_json(run_dir / "report.json", _clean(report))
+    atomic_write_text(run_dir / "report.md", markdown(report))
     return report

@@ -46,14 +46,15 @@ def write_video(path: str | Path, episodes: list[list[np.ndarray]], fps: float =
     frames = tile_episodes(episodes)
     if not frames:
         return None
+    from policies.atomic import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    writer = imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p", format="FFMPEG")
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
-    tmp.replace(path)
+    with atomic_file(path, suffix=path.suffix) as tmp:  # ffmpeg picks the container from the extension
+        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p",
+                                    format="FFMPEG")
+        try:
+            for frame in frames:
+                writer.append_data(frame)
+        finally:
+            writer.close()
     return path
