@@ -18,6 +18,27 @@ class ConfigError(ValueError):
     """A config that does not compose or does not match its schema; the message is one line."""
 
 
+# Hydra configs holding a schema's defaults, which a primary config composes under a group before the group's
+# option (configs/train.yaml: `- net_defaults@policy` then `- policy: dit`), so that the schema is the one source of
+# defaults, each option's file holds only what makes it that choice, `--cfg job` shows every value and any key can
+# be overridden. Plain (untyped) configs: composing stays as loose as with YAML and `validate` reports bad keys.
+def _schema_defaults() -> dict[str, type]:
+    from policies.config import DiffusionConfig, NetConfig, SchemeConfig
+
+    return {"net_defaults": NetConfig, "diffusion_defaults": DiffusionConfig, "scheme_defaults": SchemeConfig}
+
+
+def _register_schema_defaults() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, config_cls in _schema_defaults().items():
+        store.store(name=name, node=dataclasses.asdict(config_cls()))
+
+
+_register_schema_defaults()
+
+
 # Plain keys that share their name with a config group (eval's `policy=<checkpoint>` beside train's `policy=dit`)
 # travel through composition under this node, because Hydra reads `policy=...` as a group choice.
 VALUES_NODE = "cli_values"
@@ -105,7 +126,6 @@ def compose(command: str, overrides: list[str], config_dir: Path) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 
-    _import_command(command)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=command):
@@ -130,19 +150,6 @@ def compose(command: str, overrides: list[str], config_dir: Path) -> DictConfig:
             where = f" under '{parent}'" if parent else ""
             message = f"unknown config key '{key}'; valid keys{where}: {', '.join(valid)}"
     raise ConfigError(message)
-
-
-def _import_command(command: str) -> None:
-    """Import the command's module: its schema modules register the Hydra configs that its primary config composes
-    (train's `net_defaults`, ... from policies/config.py). A config dir of other commands (tests) has none."""
-    import importlib
-
-    name = f"alloy.commands.{command}"
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name not in (name, "alloy.commands"):
-            raise
 
 
 def _bad_key(message: str) -> str | None:

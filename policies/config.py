@@ -2,9 +2,9 @@
 
 The dataclasses double as the Hydra schema of the `policy`, `diffusion` and `scheme` config groups, and a
 `PolicySpec` (the choices plus observation/action dims) is what a saved policy's `config.yaml` holds. Their
-defaults are the only ones: `configs/train.yaml` composes them (registered below as `net_defaults`,
-`diffusion_defaults`, `scheme_defaults`) under each group, and each option's file holds only what makes it that
-choice.
+defaults are the only ones: `configs/train.yaml` composes them under each group (alloy.config registers them with
+Hydra), and each option's file holds only what makes it that choice. The diffusion process names are the keys of
+`policies.diffusion.PROCESSES` (build_process rejects any other).
 """
 
 from __future__ import annotations
@@ -116,11 +116,6 @@ class PolicySpec:
         n = self.net
         if n.name not in NETS:
             raise PolicyError(f"unknown policy net {n.name!r}; use one of {', '.join(NETS)}")
-        # The registry of processes, imported here because it imports this module; an unknown name is a
-        # PolicyError that lists the known processes.
-        from policies.diffusion import process_factory
-
-        process_factory(self.diffusion.name)
         if not self.obs_dims:
             raise PolicyError("the policy has no observation keys; set policy.obs_keys or use a dataset with observations")
         for key, dim in self.obs_dims.items():
@@ -166,22 +161,3 @@ def _build(cls, data: Any):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} key(s) {', '.join(unknown)}")
     return cls(**data)
-
-
-def _register_hydra_defaults() -> None:
-    """Each group's schema defaults as a plain (untyped) Hydra config, for configs/train.yaml to compose first.
-
-    Untyped, so that composing stays as loose as with plain YAML and alloy.config.validate reports a bad key or
-    value in one line; composed, so that `--cfg job` shows every value and `policy.<key>=...` overrides any key.
-    """
-    try:
-        from hydra.core.config_store import ConfigStore
-    except ImportError:  # the policies without the CLI
-        return
-    store = ConfigStore.instance()
-    for name, cls in (("net_defaults", NetConfig), ("diffusion_defaults", DiffusionConfig),
-                      ("scheme_defaults", SchemeConfig)):
-        store.store(name=name, node=dataclasses.asdict(cls()))
-
-
-_register_hydra_defaults()
