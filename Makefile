@@ -10,7 +10,7 @@ TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 # Headless rendering: EGL where an NVIDIA GPU is present, OSMesa on CPU machines. Users may override.
-MUJOCO_GL ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo egl || echo osmesa)
+MUJOCO_GL ?= $(shell if [ -n "$$DISPLAY" ]; then :; elif [ -e /proc/driver/nvidia/version ] && ls /dev/nvidia[0-9]* >/dev/null 2>&1; then echo egl; else echo osmesa; fi)
 export MUJOCO_GL
 
 .PHONY: setup demo test test-slow system-deps clean

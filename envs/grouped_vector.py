@@ -13,22 +13,209 @@ Isolation: an exception, NaN or divergence is still one env's business (the eval
 the env), but a hard crash (segfault, `os._exit`) of an env in the local group ends this process. `processes` and
 `env_workers` (env index -> index into `processes`, -1 for the local group) let callers find the envs a dead
 worker took with it. Workers ignore Ctrl-C; the parent decides (see `envs/vector.py`).
+
+No wait on a worker is unbounded: every reply is awaited at most `timeout` seconds (`start_timeout` until the
+first reset has returned, which covers building the envs and their first frame). A worker that does not answer in
+time is killed (its Python stack is first dumped to stderr) and `envs.errors.WorkerTimeout` is raised, naming the
+envs it held; `processes` then shows it dead, as if it had crashed. The `WorkerWatch` mixin that does this is
+shared with the asynchronous vector env of `envs/vector.py`. An env of the local group runs in this process and
+cannot be timed out: use `workers=N` (no local group) to isolate every env.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import logging
+import math
 import multiprocessing
+import os
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector.utils import CloudpickleWrapper, batch_space
+
+from envs.errors import EnvError, WorkerTimeout
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKER_TIMEOUT_S = 60.0  # per reply of a running worker (a step, reset, call or set_attr of its group)
+DEFAULT_WORKER_START_TIMEOUT_S = 180.0  # building a worker's envs and everything up to its first reset's reply
+TIMEOUT_ENV = "ALLOY_WORKER_TIMEOUT"
+START_TIMEOUT_ENV = "ALLOY_WORKER_START_TIMEOUT"
+
+
+def _seconds(value: Any, name: str) -> float | None:
+    """A timeout in seconds; None for none (inf, "none", "off")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "off", "inf", "infinity"):
+            return None
+        value = text
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise EnvError(f"{name} must be a number of seconds (or 'none'), got {value!r}") from None
+    if math.isnan(seconds) or seconds <= 0:
+        raise EnvError(f"{name} must be a positive number of seconds (or 'none'), got {value!r}")
+    return None if math.isinf(seconds) else seconds
+
+
+def worker_timeouts(timeout: float | str | None = None,
+                    start_timeout: float | str | None = None) -> tuple[float | None, float | None]:
+    """(per-call, start) timeouts of vector-env workers in seconds, None meaning no limit.
+
+    An argument left None takes the environment variable (`ALLOY_WORKER_TIMEOUT`, `ALLOY_WORKER_START_TIMEOUT`),
+    else the default (60 s, 180 s). `math.inf` or "none" disables a limit. A default start timeout is never
+    shorter than the per-call one; an explicit one is taken as given.
+    """
+    if timeout is None:
+        timeout = os.environ.get(TIMEOUT_ENV) or DEFAULT_WORKER_TIMEOUT_S
+    explicit_start = start_timeout is not None or bool(os.environ.get(START_TIMEOUT_ENV))
+    if start_timeout is None:
+        start_timeout = os.environ.get(START_TIMEOUT_ENV) or DEFAULT_WORKER_START_TIMEOUT_S
+    per_call = _seconds(timeout, "worker_timeout")
+    start = _seconds(start_timeout, "worker_start_timeout")
+    if not explicit_start and start is not None:
+        start = None if per_call is None else max(start, per_call)
+    return per_call, start
+
+
+class WorkerPipe:
+    """The parent's end of a worker's pipe whose `recv` waits at most its owner's current timeout.
+
+    It counts the requests sent and not yet answered, so that on a timeout the owner can tell the workers that are
+    stuck (a request out, no reply readable) from those that answered. Everything else is the `Connection`'s.
+    """
+
+    def __init__(self, conn, owner: WorkerWatch, worker: int):
+        self.conn, self.owner, self.worker = conn, owner, worker
+        self.pending = 0
+        self.command = ""
+
+    def send(self, obj: Any) -> None:
+        self.conn.send(obj)
+        self.expect(str(obj[0]) if isinstance(obj, tuple) and obj else type(obj).__name__)
+
+    def expect(self, command: str) -> None:
+        """One more reply is owed, to `command`."""
+        self.pending += 1
+        self.command = command
+
+    def recv(self) -> Any:
+        limit = self.owner._wait_limit()
+        if limit is not None and not self.conn.poll(limit):
+            self.owner._worker_timed_out(self.worker)
+        value = self.conn.recv()
+        self.pending = max(0, self.pending - 1)
+        return value
+
+    def stuck(self) -> bool:
+        """A request is out and no reply (nor end of file) is readable."""
+        try:
+            return self.pending > 0 and not self.conn.poll(0)
+        except (OSError, ValueError):  # closed
+            return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def stop_process(process, grace_s: float = 1.0) -> None:
+    """Terminate `process` (SIGTERM), then kill it (SIGKILL) if it is still alive after `grace_s`; reap it."""
+    if process.is_alive():
+        process.terminate()
+        process.join(grace_s)
+    if process.is_alive():
+        process.kill()
+        process.join(grace_s)
+
+
+def enable_stack_dumps() -> None:
+    """In a worker: SIGUSR1 prints every thread's Python stack to stderr (the parent asks before killing it)."""
+    if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (RuntimeError, ValueError, OSError):  # no usable stderr
+            pass
+
+
+_COMMAND_NAMES = {"ok": "start", "_check_spaces": "start", "_call": "call", "_setattr": "set_attr"}
+
+
+def _dump_stacks(processes, wait_s: float = 0.3) -> None:
+    """Ask live workers for their Python stacks (see `enable_stack_dumps`) and give them `wait_s` to print."""
+    asked = False
+    for process in processes:
+        if hasattr(signal, "SIGUSR1") and process.is_alive() and process.pid:
+            try:
+                os.kill(process.pid, signal.SIGUSR1)
+                asked = True
+            except OSError:
+                pass
+    if asked:
+        time.sleep(wait_s)
+
+
+class WorkerWatch:
+    """Timeouts on the replies of worker processes, for a vector env with `parent_pipes`, `processes` and
+    `env_workers` (env index -> index into `processes`, -1 for an env stepped in this process).
+
+    Until `_started` (set once the first reset has returned) replies may take `start_timeout`, later `timeout`.
+    A worker that misses its limit is killed; `worker_failures` maps it to why, and `WorkerTimeout` is raised.
+    """
+
+    worker_timeout: float | None = DEFAULT_WORKER_TIMEOUT_S
+    worker_start_timeout: float | None = DEFAULT_WORKER_START_TIMEOUT_S
+    _started = False
+
+    def _watch_init(self, timeout: float | None, start_timeout: float | None) -> None:
+        self.worker_timeout, self.worker_start_timeout = timeout, start_timeout
+        self._started = False
+        self.worker_failures: dict[int, str] = {}
+
+    def _watch_pipe(self, conn, worker: int) -> WorkerPipe:
+        return conn if isinstance(conn, WorkerPipe) else WorkerPipe(conn, self, worker)
+
+    def _wait_limit(self) -> float | None:
+        return self.worker_timeout if self._started else self.worker_start_timeout
+
+    def _worker_timed_out(self, worker: int) -> NoReturn:
+        """`worker` missed its limit: kill it and every other worker still owing a reply, then raise."""
+        limit = self._wait_limit()
+        pipes = self.parent_pipes
+        stuck = [w for w, pipe in enumerate(pipes)
+                 if pipe is not None and (w == worker or (isinstance(pipe, WorkerPipe) and pipe.stuck()))]
+        command = _COMMAND_NAMES.get(getattr(pipes[worker], "command", ""), getattr(pipes[worker], "command", ""))
+        if command == "reset" and not self._started:
+            what = "its first reset"
+        elif command == "start":
+            what = "its start (building its envs)"
+        else:
+            what = repr(command or "a call")
+        _dump_stacks([self.processes[w] for w in stuck])
+        for w in stuck:
+            stop_process(self.processes[w])
+        env_indices = [i for i, w in enumerate(self.env_workers) if w in stuck]
+        exitcodes = [self.processes[w].exitcode for w in stuck]
+        names = ", ".join(map(str, stuck))
+        setting = TIMEOUT_ENV if self._started else START_TIMEOUT_ENV
+        message = (
+            f"vector-env worker{'s' if len(stuck) > 1 else ''} {names} (env{'s' if len(env_indices) != 1 else ''} "
+            f"{', '.join(map(str, env_indices))}) gave no answer to {what} within {limit:g} s and "
+            f"{'were' if len(stuck) > 1 else 'was'} killed; if the env is only slow, raise {setting} (seconds)"
+        )
+        for w in stuck:
+            self.worker_failures[w] = message
+        log.warning("%s (the Python stack of a stuck worker is printed on stderr just before)", message)
+        raise WorkerTimeout(message, env_indices=env_indices, workers=stuck, command=command, timeout_s=limit,
+                            exitcodes=exitcodes)
 
 
 def _dispatch(vec: SyncVectorEnv, command: str, data: Any) -> Any:
@@ -47,6 +234,7 @@ def _dispatch(vec: SyncVectorEnv, command: str, data: Any) -> Any:
 
 def _worker(env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode: AutoresetMode, pipe, parent_pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    enable_stack_dumps()
     parent_pipe.close()
     vec = None
     try:
@@ -155,8 +343,12 @@ def _merge_infos(parts: list[dict], sizes: list[int]) -> dict:
     return merged
 
 
-class GroupedVectorEnv(VectorEnv):
-    """`len(env_fns)` envs in `groups` contiguous groups: group 0 here (with `local`), each other in a process."""
+class GroupedVectorEnv(WorkerWatch, VectorEnv):
+    """`len(env_fns)` envs in `groups` contiguous groups: group 0 here (with `local`), each other in a process.
+
+    `timeout` / `start_timeout`: see `worker_timeouts` (None: `ALLOY_WORKER_TIMEOUT` or 60 s, and
+    `ALLOY_WORKER_START_TIMEOUT` or 180 s; `math.inf`: no limit).
+    """
 
     def __init__(
         self,
@@ -165,7 +357,10 @@ class GroupedVectorEnv(VectorEnv):
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         context: str | None = None,
         local: bool = True,
+        timeout: float | None = None,
+        start_timeout: float | None = None,
     ):
+        self._watch_init(*worker_timeouts(timeout, start_timeout))
         self.num_envs = len(env_fns)
         groups = max(1, min(int(groups), self.num_envs))
         self.autoreset_mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
@@ -198,13 +393,15 @@ class GroupedVectorEnv(VectorEnv):
                 start += n
                 continue
             parent_pipe, child_pipe = ctx.Pipe()
-            process = ctx.Process(
+            process = ctx.Process(  # the factories travel by cloudpickle where the workers do not fork
                 target=_worker, name=f"GroupedVectorEnv-{g}", daemon=True,
-                args=(list(env_fns[start:start + n]), self.autoreset_mode, child_pipe, parent_pipe),
+                args=([CloudpickleWrapper(fn) for fn in env_fns[start:start + n]], self.autoreset_mode, child_pipe,
+                      parent_pipe),
             )
             process.start()
             child_pipe.close()
-            self.parent_pipes.append(parent_pipe)
+            self.parent_pipes.append(self._watch_pipe(parent_pipe, len(self.processes)))
+            self.parent_pipes[-1].expect("ok")  # the worker answers once its envs are built
             self.processes.append(process)
             start += n
         self._last_obs: list[Any] = [None] * groups
@@ -247,6 +444,8 @@ class GroupedVectorEnv(VectorEnv):
                 error = e
         try:
             gathered = self._gather(remote)
+        except (WorkerTimeout, EOFError, BrokenPipeError, ConnectionResetError):
+            raise  # a lost worker comes first: the caller must learn which envs went with it
         except Exception as e:
             raise (error or e) from None
         if error is not None:
@@ -296,6 +495,7 @@ class GroupedVectorEnv(VectorEnv):
                 data["options"] = dict(options)
             commands[g] = ("reset", data)
         replies = self._run(commands)
+        self._started = True
         infos = []
         for g in range(len(self.group_sizes)):
             info = {}
@@ -333,6 +533,7 @@ class GroupedVectorEnv(VectorEnv):
         self._run({g: ("set_attr", (name, list(values[sl]))) for g, sl in enumerate(self._slices())})
 
     def close_extras(self, terminate: bool = False, timeout: float = 5.0, **kwargs: Any) -> None:
+        terminate = terminate or bool(self.worker_failures)
         if not terminate:
             try:
                 for pipe in self.parent_pipes:
@@ -349,6 +550,8 @@ class GroupedVectorEnv(VectorEnv):
             pipe.close()
         for process in self.processes:
             process.join(timeout)
+        for process in self.processes:
+            stop_process(process)  # one that did not close in time (stuck in its env's close)
         if self._local_vec is not None:
             self._local_vec.close()
             self._local_vec = None

@@ -3,8 +3,15 @@
 Worker processes build their env through `envs.make_env` (or a caller's factory for envs alloy does not register),
 so an unknown id or a bad env kwarg fails in the parent with `EnvError` before any worker starts. Workers ignore
 Ctrl-C: the parent decides what to do with an interrupt (evaluation writes its partial report first) and closes
-them. Rendering is headless: `MUJOCO_GL` is chosen before any worker starts (EGL with an NVIDIA driver, OSMesa
-otherwise, a user's own choice or a display is kept) and is inherited by the workers.
+them. Rendering is headless: `MUJOCO_GL` is chosen before any worker starts (`envs.rendering.headless_gl_backend`:
+EGL with an NVIDIA driver, OSMesa otherwise, a user's own choice or a display is kept) and is inherited by the
+workers. Workers that render are started from the forkserver, never forked from this process: after this process
+has rendered once, a forked worker's first OSMesa call would wait forever (see `envs/rendering.py`).
+
+No wait on a worker is unbounded (both `GroupedVectorEnv` and the asynchronous vector env here): a worker that
+does not answer within `worker_timeout` (default 60 s, or `ALLOY_WORKER_TIMEOUT`; `worker_start_timeout`, default
+180 s or `ALLOY_WORKER_START_TIMEOUT`, until the first reset has returned) is killed and
+`envs.errors.WorkerTimeout` is raised with the env indices it held (see `envs.grouped_vector.worker_timeouts`).
 """
 
 from __future__ import annotations
@@ -18,20 +25,18 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.vector.async_vector_env import AsyncState
 
-from envs.errors import EnvError
+from envs.errors import EnvError, WorkerTimeout
+from envs.grouped_vector import WorkerWatch, enable_stack_dumps, stop_process, worker_timeouts
+from envs.rendering import headless_gl_backend, worker_start_method
 
 EnvFactory = Callable[..., gym.Env]
 Wrapper = Callable[[gym.Env], gym.Env]
 
 
-def headless_gl_backend() -> str | None:
-    """The `MUJOCO_GL` value offscreen rendering should use here; None keeps the default (a display exists)."""
-    if os.environ.get("MUJOCO_GL"):
-        return os.environ["MUJOCO_GL"]
-    if os.environ.get("DISPLAY"):
-        return None
-    return "egl" if os.path.exists("/proc/driver/nvidia/version") else "osmesa"
+__all__ = ["TimedAsyncVectorEnv", "available_cores", "headless_gl_backend", "make_vec_env", "vector_layout",
+           "WorkerTimeout"]
 
 
 def available_cores() -> int:
@@ -55,6 +60,7 @@ def _make_one(
     if multiprocessing.parent_process() is not None:
         # Only the parent reacts to Ctrl-C; a worker dying on SIGINT would lose the episodes in flight.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        enable_stack_dumps()  # a parent about to kill this worker for not answering asks for its stack first
         os.environ.setdefault("OMP_NUM_THREADS", "1")
     kwargs = dict(env_kwargs)
     if render:
@@ -90,6 +96,8 @@ def make_vec_env(
     env_fn: EnvFactory | None = None,
     context: str | None = None,
     workers: int | None = None,
+    worker_timeout: float | None = None,
+    worker_start_timeout: float | None = None,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """`num_envs` copies of `env_id` (with `env_kwargs`) as one Gymnasium vector env.
@@ -105,6 +113,9 @@ def make_vec_env(
     Env `i` is seeded with `seed + i` at creation; pass seeds to `reset` for explicit
     episode seeds. The first `render_envs` envs are made with `render_mode="rgb_array"`. `wrappers` are applied
     inside the worker, innermost first. `env_fn` replaces `envs.make_env` for envs alloy does not register.
+    `context` is the multiprocessing start method (default: the platform's, but never `fork` for workers that
+    render). `worker_timeout` / `worker_start_timeout` bound every wait on a worker (see the module docstring;
+    `math.inf` for none); a worker that misses one is killed and `WorkerTimeout` is raised.
     """
     if int(num_envs) <= 0:
         raise EnvError(f"num_envs must be a positive integer, got {num_envs}; use num_envs=1 or more")
@@ -112,18 +123,22 @@ def make_vec_env(
         backend = headless_gl_backend()
         if backend is not None:
             os.environ["MUJOCO_GL"] = backend
+    timeout, start_timeout = worker_timeouts(worker_timeout, worker_start_timeout)
     fns = [
         _EnvBuilder(env_id, i, seed, i < render_envs, env_fn, tuple(wrappers), dict(env_kwargs))
         for i in range(int(num_envs))
     ]
     layout = vector_layout(num_envs, asynchronous, workers)
+    if layout["kind"] != "sync":
+        context = worker_start_method(context, renders=render_envs > 0)
     if layout["kind"] == "grouped":
         from envs.grouped_vector import GroupedVectorEnv
 
         return GroupedVectorEnv(fns, layout["groups"], autoreset_mode=autoreset_mode, context=context,
-                                local=layout["parent_steps"])
+                                local=layout["parent_steps"], timeout=timeout, start_timeout=start_timeout)
     if layout["kind"] == "async":
-        return AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode)
+        return TimedAsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode, timeout=timeout,
+                                   start_timeout=start_timeout)
     return SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
 
 
@@ -157,3 +172,47 @@ class _EnvBuilder:
 
     def __call__(self) -> gym.Env:
         return _make_one(*self.args)
+
+
+class TimedAsyncVectorEnv(WorkerWatch, AsyncVectorEnv):
+    """Gymnasium's `AsyncVectorEnv` (one process per env) whose every wait on a worker has a timeout.
+
+    `timeout` / `start_timeout` as in `envs.grouped_vector.worker_timeouts`; the start limit covers building the
+    envs (Gymnasium's space check right after the workers start) and everything up to the first reset's reply.
+    A worker that misses its limit is killed and `WorkerTimeout` is raised (the env is then unusable: close it).
+    `env_workers[i] == i`: env i lives in `processes[i]`.
+    """
+
+    def __init__(self, env_fns, *, timeout: float | None = None, start_timeout: float | None = None, **kwargs: Any):
+        self._watch_init(*worker_timeouts(timeout, start_timeout))
+        self.env_workers = list(range(len(env_fns)))
+        super().__init__(env_fns, **kwargs)
+
+    def _check_spaces(self):  # the first message to the workers, answered once their env is built
+        self.parent_pipes = [self._watch_pipe(p, w) for w, p in enumerate(self.parent_pipes)]
+        try:
+            return super()._check_spaces()
+        except BaseException:
+            self.close(terminate=True)
+            raise
+
+    def _worker_timed_out(self, worker: int):
+        self._state = AsyncState.DEFAULT
+        return super()._worker_timed_out(worker)
+
+    def reset_wait(self, timeout: float | None = None):
+        result = super().reset_wait(timeout)
+        self._started = True
+        return result
+
+    def close_extras(self, timeout: float | None = None, terminate: bool = False) -> None:
+        if self.worker_failures or not all(p.is_alive() for p in self.processes):
+            terminate = True  # a lost worker answers nothing: do not wait for it
+        try:
+            super().close_extras(timeout=timeout, terminate=terminate)
+        except (WorkerTimeout, EOFError, BrokenPipeError, ConnectionResetError, OSError) as e:
+            gym.logger.warn(f"closing the vector env: {e}; terminating its workers")
+            self._state = AsyncState.DEFAULT
+            super().close_extras(terminate=True)
+        for process in self.processes:
+            stop_process(process)

@@ -3,7 +3,9 @@
 import os
 import tempfile
 
-os.environ.setdefault("MUJOCO_GL", "osmesa")
+from envs.rendering import configure_headless_gl  # noqa: E402  (`import envs` already applies the same rule)
+
+configure_headless_gl()  # the one rule of envs.rendering: explicit MUJOCO_GL, else a display, else EGL/OSMesa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Tests never touch the user's dataset cache.

@@ -9,9 +9,9 @@ from __future__ import annotations
 import gymnasium as gym
 
 from envs.nav.embodiments import EMBODIMENTS, env_id_for
-from envs.nav.gl import configure_headless_gl
+from envs.rendering import configure_headless_gl
 
-configure_headless_gl()
+configure_headless_gl()  # before anything here imports mujoco (also done by `import envs`, which runs first)
 
 ENV_IDS: tuple[str, ...] = tuple(env_id_for(name) for name in EMBODIMENTS)
 
