@@ -88,16 +88,20 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
 
 # ---------------------------------------------------------------------------------------------------- directories
 def save_checkpoint(path: str | Path, ema_policy, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], metrics: dict[str, Any], config: dict[str, Any] | None) -> Path:
-    """Write one checkpoint directory atomically (rank 0 only)."""
+                    state: dict[str, Any], metrics: dict[str, Any], config: dict[str, Any] | None,
+                    extra_tensors: dict[str, torch.Tensor] | None = None,
+                    sections: dict[str, Any] | None = None) -> Path:
+    """Write one checkpoint directory atomically (rank 0 only). `extra_tensors` join the training state (an
+    objective's own networks); `sections` are added to config.yaml (e.g. how a distilled student samples)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = optimizer_state(optimizer)
     rng_tensors, rng_meta = rng_state()
     tensors.update(opt_tensors)
     tensors.update(rng_tensors)
+    tensors.update(extra_tensors or {})
     meta = {"format": FORMAT, **state, "optimizer": opt_meta, "rng": rng_meta}
     with atomic_dir(path) as tmp:
-        ema_policy.write_files(tmp, {"train": config} if config else None)
+        ema_policy.write_files(tmp, {**(sections or {}), **({"train": config} if config else {})} or None)
         write_safetensors(tmp / STATE_TENSORS, tensors, metadata={"format": FORMAT})
         (tmp / STATE_JSON).write_bytes(json.dumps(meta).encode("utf-8"))
         (tmp / METRICS).write_bytes(json.dumps(metrics, indent=2, default=float).encode("utf-8"))

@@ -349,7 +349,8 @@ class InferenceBench:
             data = WindowDataset(dataset_id, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon)
             ccfg = ConsistencyConfig(steps=min(sc.consistency_steps), max_steps=self.sizes.distill_steps,
                                      batch_size=self.sizes.batch_size, seed=self.seed, progress=self.progress)
-            student = distill_consistency(p_edm, data, ccfg, self.device)
+            student = distill_consistency(p_edm, data, ccfg, self.device,
+                                          run_dir=self.run_dir / "policies" / f"{name}-consistency-run")
             save_student(student, self.run_dir / "policies" / f"{name}-consistency")
         else:
             path = self.from_run / "policies" / f"{name}-consistency"
