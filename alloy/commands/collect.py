@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> None:
     from training.runtime import resolve_device, seed_everything
 
     check(cfg)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, torch_too=cfg.teacher != "teacher")
     targets = targets_of(cfg)
     episodes = episodes_of(cfg)
     log.info("collecting %d episode(s) in each of %d env(s) with teacher=%s into %s",

@@ -7,6 +7,7 @@ tests, so they can never disagree about where free space is.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -57,23 +58,34 @@ class Layout:
             raise EnvError("layout start must be [x, y, yaw] and goal [x, y]")
         return Layout(start=start, goal=goal, obstacles=obstacles)  # type: ignore[arg-type]
 
+    @functools.cached_property
+    def _obstacle_arrays(self) -> tuple[np.ndarray, ...]:
+        """Obstacle parameters as arrays, so that the distance to all of them is a handful of array operations
+        (the teacher asks for it at every control step)."""
+        obs = self.obstacles
+        x = np.array([o.x for o in obs], dtype=np.float64)
+        y = np.array([o.y for o in obs], dtype=np.float64)
+        sx = np.array([o.sx for o in obs], dtype=np.float64)
+        sy = np.array([o.sy for o in obs], dtype=np.float64)
+        c = np.array([math.cos(o.yaw) for o in obs], dtype=np.float64)
+        s = np.array([math.sin(o.yaw) for o in obs], dtype=np.float64)
+        cyl = np.array([o.kind == CYLINDER for o in obs], dtype=bool)
+        return x, y, sx, sy, c, s, cyl
+
     def signed_distance(self, points: np.ndarray, arena_half: float) -> np.ndarray:
         """Distance from each point (..., 2) to the nearest obstacle or wall; negative inside."""
         p = np.asarray(points, dtype=np.float64)
         px, py = p[..., 0], p[..., 1]
         dist = arena_half - np.maximum(np.abs(px), np.abs(py))
-        for ob in self.obstacles:
-            dx, dy = px - ob.x, py - ob.y
-            if ob.kind == CYLINDER:
-                d = np.hypot(dx, dy) - ob.sx
-            else:
-                c, s = math.cos(ob.yaw), math.sin(ob.yaw)
-                qx = np.abs(c * dx + s * dy) - ob.sx
-                qy = np.abs(-s * dx + c * dy) - ob.sy
-                outside = np.hypot(np.maximum(qx, 0.0), np.maximum(qy, 0.0))
-                d = outside + np.minimum(np.maximum(qx, qy), 0.0)
-            dist = np.minimum(dist, d)
-        return dist
+        if not self.obstacles:
+            return dist
+        x, y, sx, sy, c, s, cyl = self._obstacle_arrays
+        dx, dy = px[..., None] - x, py[..., None] - y  # (..., obstacles)
+        qx = np.abs(c * dx + s * dy) - sx
+        qy = np.abs(-s * dx + c * dy) - sy
+        box = np.hypot(np.maximum(qx, 0.0), np.maximum(qy, 0.0)) + np.minimum(np.maximum(qx, qy), 0.0)
+        d = np.where(cyl, np.hypot(dx, dy) - sx, box)
+        return np.minimum(dist, d.min(axis=-1))
 
 
 @dataclass(frozen=True)

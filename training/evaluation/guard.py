@@ -59,6 +59,7 @@ class RolloutGuard(gym.Wrapper):
         self.keep_info = keep_info  # False: only the alloy_* keys cross the process boundary (less to pickle)
         self.alloy_idle = False
         self.alloy_record = False
+        self.alloy_prefetch_teacher = False  # put the teacher's action for each new observation into its info
         self._frames: list[np.ndarray] = []
         self._last_obs = _zeros_like_space(env.observation_space)
         self._steps = 0
@@ -155,7 +156,7 @@ class RolloutGuard(gym.Wrapper):
             return self._last_obs, self._info(info, FAILURE_INSTABILITY, "reset returned a non-finite observation")
         self._last_obs = obs
         self._capture()
-        return obs, self._info(info)
+        return obs, self._with_teacher(self._info(info))
 
     def step(self, action):
         if self.alloy_idle:
@@ -181,7 +182,16 @@ class RolloutGuard(gym.Wrapper):
         self._capture()
         if terminated or truncated:
             self.alloy_record = False
-        return obs, float(reward), bool(terminated), bool(truncated), self._info(info)
+        out = self._info(info)
+        return obs, float(reward), bool(terminated), bool(truncated), \
+            out if terminated or truncated else self._with_teacher(out)
+
+    def _with_teacher(self, info: dict) -> dict:
+        """With `alloy_prefetch_teacher`, the teacher's action for the observation just returned rides in its info:
+        a rollout driven or labelled by the env's teacher then needs no second round trip to the workers per step."""
+        if self.alloy_prefetch_teacher:
+            info["alloy_teacher_action"] = self.teacher_action()
+        return info
 
     def _end(self, failure: str, error: str):
         self.alloy_record = False

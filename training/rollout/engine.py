@@ -269,6 +269,7 @@ class RolloutEngine:
         for p in self.actors:
             if hasattr(p, "bind"):  # the env's own teacher reads the simulators of this vector env
                 p.bind(self.vec)
+        self.infos_readers = [p for p in self.actors if hasattr(p, "see_infos")]
         self.idle = None  # unknown: sent with the first start
 
     def _act(self, obs) -> tuple[np.ndarray, list[np.ndarray], float]:
@@ -289,6 +290,11 @@ class RolloutEngine:
                 )
             outs.append(a)
         return outs[0], outs, ms
+
+    def _see_infos(self, infos: dict) -> None:
+        """Actors that read the envs' infos (the env's own teacher) see every reset's and step's."""
+        for p in self.infos_readers:
+            p.see_infos(infos)
 
     def _index_of(self, policy) -> int:
         return next(j for j, p in enumerate(self.actors) if p is policy)
@@ -321,6 +327,7 @@ class RolloutEngine:
                     self.stats.action_ms.append(ms / K)
                 active = np.array([s is not None for s in self.slots])
                 next_obs, rewards, terminated, truncated, infos = self.vec.step(actions)
+                self._see_infos(infos)
                 if self.hooks:
                     step = StepData(obs, actions, outs[l_index] if l_index is not None else None, rewards,
                                     terminated, truncated, next_obs, active)
@@ -420,6 +427,7 @@ class RolloutEngine:
             if not (mask | park).any():
                 break
             obs, infos = self.vec.reset(seed=seeds, options={"reset_mask": mask | park})
+            self._see_infos(infos)
             pending = []
             for i in np.flatnonzero(mask):
                 failure = str(_info_at(infos, "alloy_failure", i, "") or "")
