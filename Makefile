@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 MUJOCO_GL ?= $(shell if [ -n "$$DISPLAY" ]; then :; elif [ -e /proc/driver/nvidia/version ] && ls /dev/nvidia[0-9]* >/dev/null 2>&1; then echo egl; else echo osmesa; fi)
 export MUJOCO_GL
 
-.PHONY: setup demo test test-slow system-deps clean
+.PHONY: setup demo test test-slow lint system-deps clean
 
 setup: $(STAMP) system-deps
 
@@ -43,6 +43,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 test-slow: setup
 	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)

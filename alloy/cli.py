@@ -45,7 +45,7 @@ def available_commands() -> dict[str, str]:
 def _help_line(module_name: str) -> str:
     try:
         return getattr(importlib.import_module(module_name), "HELP", "")
-    except Exception as e:  # a broken command must not break `alloy --help`
+    except Exception as e:  # noqa: BLE001 - a broken command must not break `alloy --help`
         return f"(unavailable: {type(e).__name__}: {e})"
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 
 class ConfigError(ValueError):
@@ -24,8 +30,10 @@ class ConfigError(ValueError):
 # be overridden. Plain (untyped) configs: composing stays as loose as with YAML and `validate` reports bad keys.
 def _schema_defaults() -> dict[str, type]:
     from policies.config import DiffusionConfig, NetConfig, SchemeConfig
+    from training.rl.config import RLConfig
 
-    return {"net_defaults": NetConfig, "diffusion_defaults": DiffusionConfig, "scheme_defaults": SchemeConfig}
+    return {"net_defaults": NetConfig, "diffusion_defaults": DiffusionConfig, "scheme_defaults": SchemeConfig,
+            "rl_defaults": RLConfig}
 
 
 def _register_schema_defaults() -> None:

@@ -8,8 +8,8 @@ from envs.rendering import configure_headless_gl
 
 configure_headless_gl()
 
+from envs import metaworld as _metaworld  # noqa: E402,F401  registers metaworld/<task> with Gymnasium
 from envs.errors import EnvError, WorkerTimeout  # noqa: E402
 from envs.registry import list_env_ids, make_env  # noqa: E402
-from envs import metaworld as _metaworld  # noqa: E402,F401  registers metaworld/<task> with Gymnasium
 
 __all__ = ["EnvError", "WorkerTimeout", "list_env_ids", "make_env"]

@@ -6,8 +6,8 @@ small VM, more than a Meta-World step), and one core's worth of the parent's tim
 are split into `groups` contiguous groups (`SyncVectorEnv` each): with `local=True` this process steps group 0
 itself while worker processes step the others, so every core simulates and a step costs one round trip per
 worker, overlapped with the parent's own simulation. Both sides busy-poll their pipe briefly before blocking (see
-`_await`): on a VM, waking a halted vCPU for every message costs more than the step. Observations, rewards and infos are merged back in env order,
-with the same layout (`key` / `_key` masks) as any Gymnasium vector env.
+`_await`): on a VM, waking a halted vCPU for every message costs more than the step. Observations, rewards and
+infos are merged back in env order, with the same layout (`key` / `_key` masks) as any Gymnasium vector env.
 
 Isolation: an exception, NaN or divergence is still one env's business (the evaluation guard catches it inside
 the env), but a hard crash (segfault, `os._exit`) of an env in the local group ends this process. `processes` and
@@ -446,7 +446,7 @@ class GroupedVectorEnv(WorkerWatch, VectorEnv):
             gathered = self._gather(remote)
         except (WorkerTimeout, EOFError, BrokenPipeError, ConnectionResetError):
             raise  # a lost worker comes first: the caller must learn which envs went with it
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             raise (error or e) from None
         if error is not None:
             raise error

@@ -74,6 +74,6 @@ def worker_start_method(context: str | None, renders: bool) -> str | None:
 def _preload_forkserver() -> None:
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver  # noqa: SLF001 - only to leave a running server's preload alone
+    server = forkserver._forkserver
     if getattr(server, "_forkserver_pid", None) is None and list(getattr(server, "_preload_modules", ())) == ["__main__"]:
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(_FORKSERVER_PRELOAD))

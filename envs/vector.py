@@ -85,7 +85,7 @@ def _make_one(
 
 
 def make_vec_env(
-    env_id: str,
+    env_id: str | Sequence[str],
     num_envs: int,
     seed: int | None,
     asynchronous: bool = True,
@@ -98,9 +98,13 @@ def make_vec_env(
     workers: int | None = None,
     worker_timeout: float | None = None,
     worker_start_timeout: float | None = None,
+    per_env_kwargs: Sequence[dict[str, Any]] | None = None,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """`num_envs` copies of `env_id` (with `env_kwargs`) as one Gymnasium vector env.
+
+    `env_id` may also be a sequence of `num_envs` ids (env `i` is `env_id[i]`, e.g. one slot per robot of a
+    multi-robot rollout; their spaces must be the same) and `per_env_kwargs[i]` is merged over `env_kwargs` for env i.
 
     `asynchronous=True` steps the envs in worker processes (the fast default); False steps them in this process,
     which is easier to debug. `workers` picks the layout of the asynchronous case:
@@ -119,13 +123,18 @@ def make_vec_env(
     """
     if int(num_envs) <= 0:
         raise EnvError(f"num_envs must be a positive integer, got {num_envs}; use num_envs=1 or more")
+    ids = [env_id] * int(num_envs) if isinstance(env_id, str) else [str(e) for e in env_id]
+    extra = [{}] * int(num_envs) if per_env_kwargs is None else [dict(k) for k in per_env_kwargs]
+    if len(ids) != int(num_envs) or len(extra) != int(num_envs):
+        raise EnvError(f"give one env id and one kwargs dict per env: {len(ids)} ids and {len(extra)} kwargs for "
+                       f"num_envs={num_envs}")
     if render_envs:
         backend = headless_gl_backend()
         if backend is not None:
             os.environ["MUJOCO_GL"] = backend
     timeout, start_timeout = worker_timeouts(worker_timeout, worker_start_timeout)
     fns = [
-        _EnvBuilder(env_id, i, seed, i < render_envs, env_fn, tuple(wrappers), dict(env_kwargs))
+        _EnvBuilder(ids[i], i, seed, i < render_envs, env_fn, tuple(wrappers), {**env_kwargs, **extra[i]})
         for i in range(int(num_envs))
     ]
     layout = vector_layout(num_envs, asynchronous, workers)

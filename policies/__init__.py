@@ -19,7 +19,7 @@ _EXPORTS = {
     "PolicyError": "policies.errors",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = ["DiffusionConfig", "NetConfig", "Policy", "PolicyError", "PolicyLike", "PolicySpec", "SchemeConfig"]
 
 if TYPE_CHECKING:
     from policies.config import DiffusionConfig, NetConfig, PolicySpec, SchemeConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from policies.errors import PolicyError
 
@@ -138,7 +138,7 @@ class PolicySpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PolicySpec":
+    def from_dict(cls, data: dict[str, Any]) -> PolicySpec:
         try:
             return cls(
                 obs_dims={str(k): int(v) for k, v in dict(data["obs_dims"]).items()},

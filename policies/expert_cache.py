@@ -68,7 +68,7 @@ class ExpertCache:
         self.misses = 0
 
     @staticmethod
-    def for_net(net) -> "ExpertCache | None":
+    def for_net(net) -> ExpertCache | None:
         from policies.nets.mode import MoDE
 
         return ExpertCache() if isinstance(net, MoDE) else None
@@ -117,7 +117,7 @@ class ExpertCache:
                 blocks.append(_Block(union, w_in, w_down, scale.to(route.dtype)[None, :, :, None]))
         return _Entry(route, blocks, keep_level)
 
-    def _entry(self, net, x, level, ctx) -> "_Entry | None":
+    def _entry(self, net, x, level, ctx) -> _Entry | None:
         """The cached routing of this call's level pattern (built on a miss); None if rows differ in levels."""
         horizon, ctx_len = x.shape[1], ctx.shape[1]
         constant = not level.is_inference()  # sampler constants: look up by identity, guarded by version
@@ -171,7 +171,7 @@ class ExpertCache:
 
 
 @contextlib.contextmanager
-def engaged(cache: "ExpertCache | None", net):
+def engaged(cache: ExpertCache | None, net):
     """Route `net.denoise` through the cache for the duration of one control step (no-op without a cache)."""
     from policies.nets.mode import MoDE
 

@@ -52,6 +52,8 @@ class Policy(nn.Module):
         self.obs_horizon, self.pred_horizon, self.action_dim = n.obs_horizon, n.pred_horizon, spec.action_dim
         self.feature_keys = spec.feature_keys
         self.process = build_process(spec.diffusion)
+        if hasattr(self.process, "bind"):  # processes with parameters sized by the policy (the Gaussian's std)
+            self.process.bind(spec)
         goal_dim = spec.obs_dims["state"] if "state" in self.feature_keys else 0
         dims = NetDims(obs_features=sum(spec.obs_dims[k] for k in self.feature_keys), obs_horizon=n.obs_horizon,
                        pred_horizon=n.pred_horizon, action_dim=spec.action_dim, lang_dim=spec.lang_dim,
@@ -140,6 +142,30 @@ class Policy(nn.Module):
 
     def forward(self, batch, rs=None):
         return self.compute_loss(batch, rs)
+
+    def action_distribution(self, batch: Mapping[str, Any], rs: RandomSource | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Gaussian the policy puts on each demonstrated chunk position, with gradient: mean (B, Tp, da) and
+        log std, in normalised action units. Only for the `gaussian` process (a student matched to a teacher)."""
+        dist = getattr(self.process, "distribution", None)
+        if dist is None:
+            raise PolicyError(f"a {self.spec.diffusion.name} policy has no action distribution to match; use "
+                              f"diffusion=gaussian for a Gaussian student")
+        self.check_batch(batch)
+        like = batch["action"].float()
+        rs = rs if rs is not None else RandomSource(like.shape[0], like.device)
+        obs = self._features(batch["obs"])
+        lang = batch["lang"].float() if self.spec.uses_language else None
+        ctx, _ = self.net.training_context(obs, lang, None, None, rs)
+        self.net.pop_auxiliary_losses()
+        return dist(lambda x, level: self.net.denoise(x, level, ctx), like)
+
+    def normalize_actions(self, actions: torch.Tensor, std: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Env-unit actions (and their standard deviations) in the policy's normalised action units."""
+        n = self.normalizer
+        scaled_std = None if std is None else std.float() * n.action_scale.abs()
+        return n.normalize("action", actions.float()), scaled_std
 
     # ------------------------------------------------------------------ inference
     def reset(self, mask: np.ndarray | None = None) -> None:
@@ -275,7 +301,7 @@ class Policy(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         expect_net: str | None = None, action_horizon: int | None = None,
-                        inference_steps: int | None = None) -> "Policy":
+                        inference_steps: int | None = None) -> Policy:
         """Load a saved policy. `action_horizon` (Ta) and `inference_steps` replace the saved sampling settings;
         neither changes a weight, so the same checkpoint can be evaluated closer to closed loop or with more steps."""
         spec, tensors = read_checkpoint(path)

@@ -150,6 +150,7 @@ def test_policy_write_killed_between_the_renames_is_rolled_back_by_the_reader(tm
 
 def test_recover_dir_makes_the_checkpoint_visible_to_existence_checks(tmp_path):
     from test_policy_checkpoint import fitted_policy
+
     from training.evaluation.policy_loader import load_policy
 
     p = tmp_path / "last"

@@ -16,8 +16,7 @@ import distill
 from distill.consistency import SECTION, make_student, save_student
 from policies import DiffusionConfig, NetConfig, Policy, PolicySpec, SchemeConfig
 from training.errors import TrainingError
-from training.evaluation import load_policy, register_checkpoint_kind
-from training.evaluation import policy_loader
+from training.evaluation import load_policy, policy_loader, register_checkpoint_kind
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -42,7 +42,8 @@ def test_wilson_interval_properties():
         for k in range(0, n + 1, max(1, n // 7)):
             lo, hi = wilson_interval(k, n)
             assert 0.0 <= lo <= k / n <= hi <= 1.0
-    assert wilson_interval(50, 100)[1] - wilson_interval(50, 100)[0] > wilson_interval(500, 1000)[1] - wilson_interval(500, 1000)[0]
+    width = [wilson_interval(k, n)[1] - wilson_interval(k, n)[0] for k, n in ((50, 100), (500, 1000))]
+    assert width[0] > width[1]
 
 
 def test_summarize_counts_reasons_and_averages_success_times_over_successes_only():

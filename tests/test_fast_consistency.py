@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from distill.consistency import (ConsistencyConfig, ConsistencyObjective, load_student, make_student, save_student,
-                                 set_student_steps)
+from distill.consistency import (
+    ConsistencyConfig,
+    ConsistencyObjective,
+    load_student,
+    make_student,
+    save_student,
+    set_student_steps,
+)
 from distill.errors import DistillError
 from policies import DiffusionConfig, NetConfig, Policy, PolicySpec, SchemeConfig
 from policies.random_source import RandomSource
@@ -117,7 +123,6 @@ def test_consistency_distillation_resumes_after_sigkill_with_the_same_weights(tm
     import time
 
     from safetensors.torch import load_file
-
     from test_train_resume import checkpoint_step
 
     steps = 40

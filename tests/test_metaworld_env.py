@@ -73,7 +73,7 @@ def test_full_length_episode_truncates_at_500():
 def test_scripted_teacher_succeeds_and_terminate_on_success():
     env = metaworld.make_metaworld_env("drawer-close-v3", terminate_on_success=True)
     env.reset(seed=0)
-    for steps in range(1, 501):
+    for steps in range(1, 501):  # noqa: B007 - read after the loop
         action = env.unwrapped.teacher_action()
         assert action.dtype == np.float32 and np.all(np.abs(action) <= 1.0)
         _, _, terminated, truncated, info = env.step(action)

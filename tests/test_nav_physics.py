@@ -119,6 +119,6 @@ def test_reaching_the_goal_is_a_success():
 def test_timeout_truncates():
     env = NavEnv("holonomic", time_limit=1.0)
     env.reset(seed=0)
-    for i in range(10):
+    for _ in range(10):
         _, _, terminated, truncated, info = env.step(np.zeros(3))
     assert truncated and not terminated and info["time"] == pytest.approx(1.0)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_policy_nets import DA, DS, LANG, TASKS, small_spec
 
 from policies import Policy, PolicyError
 from policies.normalizer import Normalizer
-from test_policy_nets import DA, DS, LANG, TASKS, small_spec
 
 
 def fitted_policy(net="mode", process="edm") -> Policy:

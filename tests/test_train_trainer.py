@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from test_train_resume import DATASET, write_synthetic
 
 from policies import DiffusionConfig, NetConfig, Policy, SchemeConfig
 from training.batches import StepBatchSampler
 from training.datasets_io import Episode, write_dataset
 from training.ema import EMA
 from training.lr import lr_at
-from test_train_resume import DATASET, write_synthetic
 
 
 @pytest.fixture()
@@ -107,7 +107,6 @@ def test_data_order_is_a_function_of_seed_and_step_and_ranks_split_it():
 def test_language_table_maps_each_task_to_its_instruction(tmp_path, monkeypatch):
     from envs import language
     from training.data import WindowDataset
-    from training.policy_build import build_policy
 
     monkeypatch.setenv("ALLOY_DATA_DIR", str(tmp_path / "data"))
     rng = np.random.default_rng(0)

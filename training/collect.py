@@ -238,7 +238,7 @@ def collect(
                 result.attempts += 1
                 result.successes += int(res.success)
                 if only_success and not res.success and scheduled < max_attempts:
-                    engine.add(tasks(scheduled, 1))
+                    engine.add(tasks(scheduled, 1))  # noqa: B023 - this target's engine, called while it runs
                     scheduled += 1
                     bar.total += 1
                     bar.refresh()

@@ -19,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from training.batches import StepBatchSampler
-
 from training.datasets_io import (
     Episode,
     EpisodeArrays,
@@ -217,7 +216,9 @@ class MemoryEpisodes:
     """Episodes held in memory as one source of a `WindowDataset` (e.g. the labelled data of DAgger rounds).
 
     `actions="labels"` trains on the labeller's actions (`Episode.infos["labels"]`, recorded by the rollout engine
-    beside the executed ones) instead of the executed actions. `metadata` plays the role of a Minari dataset's
+    beside the executed ones) instead of the executed actions; when every episode also holds the labeller's
+    standard deviations (`infos["label_std"]`), windows carry them as `action_std` (for KL students).
+    `metadata` plays the role of a Minari dataset's
     alloy metadata (e.g. `instruction`, `env_id`).
     """
 
@@ -234,9 +235,11 @@ class MemoryEpisodes:
         if not self.episodes:
             raise DatasetError(f"in-memory source {self.name!r} has no episodes; record some before training on it")
         obs: dict[str, list[np.ndarray]] = {}
-        acts, lengths = [], []
+        acts, lengths, stds = [], [], []
         for i, ep in enumerate(self.episodes):
             a = ep.infos.get("labels") if self.actions == "labels" else ep.actions
+            std = ep.infos.get("label_std") if self.actions == "labels" else None
+            stds.append(None if std is None else np.asarray(std, dtype=np.float32).reshape(len(ep.actions), -1))
             if a is None:
                 raise DatasetError(f"episode {i} of {self.name!r} has no labels; record it with a labeller")
             a = np.asarray(a, dtype=np.float32).reshape(len(ep.actions), -1)
@@ -248,9 +251,11 @@ class MemoryEpisodes:
                 obs.setdefault(k, []).append(v)
             acts.append(a)
             lengths.append(len(a))
+        action_std = np.ascontiguousarray(np.concatenate(stds)) if all(s is not None for s in stds) else None
         return EpisodeArrays(observations={k: np.ascontiguousarray(np.concatenate(v)) for k, v in obs.items()},
                              actions=np.ascontiguousarray(np.concatenate(acts)),
-                             lengths=np.asarray(lengths, dtype=np.int64), metadata={"alloy": dict(self.metadata)})
+                             lengths=np.asarray(lengths, dtype=np.int64), metadata={"alloy": dict(self.metadata)},
+                             action_std=action_std)
 
 
 Source = Union[str, MemoryEpisodes]
@@ -274,7 +279,8 @@ class WindowDataset(Dataset):
     the index tables (statistics of in-memory sources are recomputed; Minari ones stay cached).
 
     A sample is `{obs: {key: (To, d)}, action: (Tp, da), goal: (d_state,), future_state: (d_state,),
-    lang: (384,), dataset_index: int64}`. `goal` is the episode's last `state` observation and `future_state` the
+    lang: (384,), dataset_index: int64}`, plus `action_std: (Tp, da)` when every source carries a labeller's
+    standard deviations. `goal` is the episode's last `state` observation and `future_state` the
     one `future_steps` ahead of the current step (clamped at the episode's end).
 
     With `action_horizon=Ta` the sample positions follow Diffusion Policy's sampler exactly (at most Ta-1 actions
@@ -391,6 +397,9 @@ class WindowDataset(Dataset):
         self.obs_keys = list(parts[0].observations)
         self._obs = {k: np.ascontiguousarray(np.concatenate([p.observations[k] for p in parts])) for k in self.obs_keys}
         self._actions = np.ascontiguousarray(np.concatenate([p.actions for p in parts]))
+        stds = [p.action_std for p in parts]
+        self._action_std = (np.ascontiguousarray(np.concatenate(stds)) if all(s is not None for s in stds)
+                            else None)  # windows carry `action_std` only when every source has it
         self._lang_table = np.stack(
             [_instruction_embedding(m.get("instruction")) for m in self.metadata]
         ).astype(np.float32)
@@ -444,7 +453,7 @@ class WindowDataset(Dataset):
         obs_rows = np.maximum(self._obs_cur[idx, None] + self._obs_offsets, self._obs_first[idx, None])
         act_rows = np.clip(self._act_cur[idx, None] + self._act_offsets, self._act_first[idx, None], self._act_last[idx, None])
         state = self._obs[self.state_key]
-        return {
+        batch = {
             "obs": {k: v[obs_rows] for k, v in self._obs.items()},
             "action": self._actions[act_rows],
             "goal": state[self._goal[idx]],
@@ -452,6 +461,9 @@ class WindowDataset(Dataset):
             "lang": self._lang_table[self._sample_dataset[idx]],
             "dataset_index": self._sample_dataset[idx].copy(),
         }
+        if self._action_std is not None:
+            batch["action_std"] = self._action_std[act_rows]
+        return batch
 
     def __getitems__(self, indices) -> dict[str, Any]:
         """A collated batch of torch tensors: DataLoader calls this with a whole batch of indices."""

@@ -138,6 +138,7 @@ class EpisodeArrays:
     actions: np.ndarray  # float32 (sum of T, da)
     lengths: np.ndarray  # int64 (E,) number of actions per episode
     metadata: dict[str, Any]
+    action_std: np.ndarray | None = None  # float32 (sum of T, da): a Gaussian labeller's std per action, if any
 
     @property
     def obs_starts(self) -> np.ndarray:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def resolve_device(device: str = "auto") -> "torch.device":
+def resolve_device(device: str = "auto") -> torch.device:
     """`auto` picks CUDA when present, else CPU; an explicit CUDA request without CUDA is a clear error."""
     import torch
 

@@ -11,10 +11,8 @@ that was never interrupted (bit-identical on CPU).
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,11 +27,12 @@ from policies import Policy
 from policies.random_source import RandomSource
 from training import checkpoint as ckpt
 from training.batches import StepBatchSampler
-from training.distributed import DistInfo, all_true, barrier, init_from_env
+from training.distributed import all_true, barrier, init_from_env
 from training.ema import EMA
 from training.errors import TrainingError
 from training.lr import lr_at
 from training.objectives import ImitationObjective, Objective, ObjectiveModule
+from training.run_logs import RunLogs
 
 log = logging.getLogger("alloy.train")
 
@@ -230,7 +229,7 @@ class Trainer:
         raise TrainingError(f"{what} at step {self.step}; training stopped and {kept}. Lower trainer.lr, keep "
                             f"trainer.grad_clip > 0, or check the dataset for NaN/inf values")
 
-    def evaluate(self, logs: "_Logs | None" = None) -> dict | None:
+    def evaluate(self, logs: RunLogs | None = None) -> dict | None:
         if self.evaluator is None or not self.dist.is_main:
             return None
         policy = self.ema_policy
@@ -261,7 +260,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         main = self.dist.is_main
-        logger = _Logs(self.run_dir, self.step) if main else None
+        logger = RunLogs(self.run_dir, self.step) if main else None
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
@@ -313,50 +312,6 @@ class Trainer:
 
     def _sync_elapsed(self, t0: float) -> None:
         self.elapsed += time.perf_counter() - t0
-
-
-class _Logs:
-    """CSV + TensorBoard scalars; on resume, CSV rows past the checkpoint step are dropped (they are redone)."""
-
-    def __init__(self, run_dir: Path, start_step: int):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.csv_path = run_dir / "train_log.csv"
-        self.rows: list[dict] = []
-        if start_step and self.csv_path.exists():
-            with open(self.csv_path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= start_step]
-        self.fields: list[str] | None = list(self.rows[0]) if self.rows else None
-        self._rewrite()
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
-        except ImportError:  # tensorboard is a dependency; keep training if it is broken
-            log.warning("tensorboard is unavailable; logging to CSV only")
-
-    def _rewrite(self) -> None:
-        if self.fields is None:
-            return
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(self.rows)
-
-    def write(self, row: dict) -> None:
-        if self.fields is None:
-            self.fields = ["step"] + [k for k in row if k != "step"]
-            self._rewrite()
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, float) and math.isfinite(v):
-                    self.tb.add_scalar(f"train/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def _passthrough(batch):

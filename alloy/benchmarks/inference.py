@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.consistency import (ConsistencyConfig, distill_consistency, load_student, save_student,
-                                 set_student_steps)
+from distill.consistency import ConsistencyConfig, distill_consistency, load_student, save_student, set_student_steps
 from distill.errors import DistillError
 from policies import DiffusionConfig, NetConfig, Policy, SchemeConfig
 

@@ -92,8 +92,8 @@ def resolve_sizes(cfg: DictConfig) -> dict:
 
 def run(cfg: DictConfig) -> None:
     from alloy.benchmarks.inference import BenchSizes, InferenceBench, SchemeSizes, TaskSpec, write_result
-    from envs import list_env_ids
     from distill.errors import DistillError
+    from envs import list_env_ids
     from policies import NetConfig
     from training.runtime import resolve_device, seed_everything
 

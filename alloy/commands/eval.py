@@ -18,7 +18,8 @@ class Config:
     episodes: int = 10  # per env id
     num_envs: int = 4  # parallel envs (in worker processes unless asynchronous=false)
     asynchronous: bool = True
-    workers: Optional[int] = None  # None: one env group per core, the first stepped in-process; N: N worker processes (N=num_envs: one per env)
+    # None: one env group per core, the first stepped in-process; N: N worker processes (N=num_envs: one per env)
+    workers: Optional[int] = None
     video: bool = False
     video_episodes: int = 4  # episodes tiled into each env id's video
     max_episode_steps: Optional[int] = None  # None: the env's own time limit

@@ -67,8 +67,8 @@ def parse_datasets(spec: str) -> tuple[list[str], list[float] | None]:
 
 def make_evaluator(dataset, cfg: DictConfig):
     """Periodic rollout evaluation on the env ids the datasets were collected in (or trainer.eval_env_ids)."""
-    from training.evaluation import evaluate
     from training.errors import TrainingError
+    from training.evaluation import evaluate
 
     groups: dict[str, tuple[list[str], dict]] = {}
     extra = OmegaConf.to_container(cfg.eval_env_kwargs, resolve=True)
@@ -102,16 +102,20 @@ def make_evaluator(dataset, cfg: DictConfig):
 
 
 def run(cfg: DictConfig) -> None:
-    from policies import DiffusionConfig as D, NetConfig as N, SchemeConfig as S
+    from policies import DiffusionConfig as D
+    from policies import NetConfig as N
+    from policies import SchemeConfig as S
     from training.data import WindowDataset
     from training.policy_build import build_policy
     from training.runtime import resolve_device, seed_everything
-    from training.trainer import Trainer, TrainerConfig as T
+    from training.trainer import Trainer
+    from training.trainer import TrainerConfig as T
 
     def typed(cls, node):
         return cls(**OmegaConf.to_container(node, resolve=True))
 
-    net, diffusion, scheme, trainer_cfg = typed(N, cfg.policy), typed(D, cfg.diffusion), typed(S, cfg.scheme), typed(T, cfg.trainer)
+    net, diffusion, scheme = typed(N, cfg.policy), typed(D, cfg.diffusion), typed(S, cfg.scheme)
+    trainer_cfg = typed(T, cfg.trainer)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     ids, weights = parse_datasets(cfg.dataset)

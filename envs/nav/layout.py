@@ -44,7 +44,7 @@ class Layout:
     obstacles: tuple[Obstacle, ...] = field(default_factory=tuple)
 
     @staticmethod
-    def from_dict(d: dict) -> "Layout":
+    def from_dict(d: dict) -> Layout:
         """Build from plain data: {'start': [x, y, yaw], 'goal': [x, y], 'obstacles': [{...}, ...]}."""
         try:
             start = tuple(float(v) for v in d["start"])
@@ -101,7 +101,7 @@ class LayoutConfig:
     max_boxes: int = 8
     max_cylinders: int = 8
 
-    def validate(self) -> "LayoutConfig":
+    def validate(self) -> LayoutConfig:
         lo, hi = self.num_obstacles
         if not (0 <= lo <= hi <= self.max_boxes + self.max_cylinders):
             raise EnvError(

@@ -9,6 +9,7 @@ from policies.config import DiffusionConfig
 from policies.diffusion.base import Process
 from policies.diffusion.ddpm import DiffusersProcess
 from policies.diffusion.edm import EDMProcess
+from policies.diffusion.gaussian import GaussianProcess
 from policies.diffusion.regression import RegressionProcess
 from policies.errors import PolicyError
 
@@ -18,6 +19,7 @@ PROCESSES: dict[str, Callable[[DiffusionConfig], Process]] = {
     "ddim": partial(DiffusersProcess, kind="ddim"),
     "edm": EDMProcess,
     "regression": RegressionProcess,
+    "gaussian": GaussianProcess,
 }
 
 

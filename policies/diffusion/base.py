@@ -55,7 +55,7 @@ class Process:
         """The clean sample implied by the net output."""
         raise NotImplementedError
 
-    def level_consts(self, nv: torch.Tensor, like: torch.Tensor) -> "LevelConsts":
+    def level_consts(self, nv: torch.Tensor, like: torch.Tensor) -> LevelConsts:
         """`net_input` and `denoised` at a fixed noise variable nv for inputs shaped like `like`, with every
         tensor that depends on nv alone computed once (samplers that revisit the same levels reuse it)."""
         return LevelConsts(self, nv, like)

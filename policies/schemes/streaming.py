@@ -341,7 +341,7 @@ class StreamingScheme(Scheme):
         x, idx = self._denoise_calls(host, x, idx, ctx, self.calls)
         return x
 
-    def plan(self, process, device, dtype, batch: int) -> "_StreamPlan":
+    def plan(self, process, device, dtype, batch: int) -> _StreamPlan:
         """Every level-dependent constant of warm-up and replanning for `batch` rows, built once and reused (the
         level patterns of a streaming buffer never change)."""
         key = (id(process), str(device), dtype, batch)

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.config import SchemeConfig
-from policies.errors import PolicyError
 from policies.diffusion.base import building_constants
+from policies.errors import PolicyError
 from policies.schemes.base import Scheme, refill_and_take
 from policies.schemes.streaming import Renoise, Step, level_ladder, noise_to, process_kind, step_to
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 
@@ -24,7 +23,6 @@ def _digest(arrays) -> str:
 def run(tmp: str | Path) -> dict:
     tmp = Path(tmp)
     os.environ["ALLOY_DATA_DIR"] = str(tmp / "data")
-    import numpy as np
     import torch
 
     from policies import DiffusionConfig, NetConfig, SchemeConfig

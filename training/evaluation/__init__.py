@@ -7,8 +7,12 @@ that any package extends (`register_checkpoint_kind`, `register_loader`).
 """
 
 from training.evaluation.metrics import EpisodeResult, summarize, wilson_interval
-from training.evaluation.policy_loader import (check_policy_matches_env, load_policy, register_checkpoint_kind,
-                                              register_loader)
+from training.evaluation.policy_loader import (
+    check_policy_matches_env,
+    load_policy,
+    register_checkpoint_kind,
+    register_loader,
+)
 from training.evaluation.rollout import episode_seed, evaluate
 from training.evaluation.teacher import TeacherPolicy
 

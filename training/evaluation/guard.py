@@ -134,7 +134,7 @@ class RolloutGuard(gym.Wrapper):
             return
         try:
             frame = self.env.render()
-        except Exception:  # a broken renderer costs the video, never the evaluation
+        except Exception:  # noqa: BLE001 - a broken renderer costs the video, never the evaluation
             self.alloy_record = False
             return
         if frame is not None:
@@ -148,7 +148,7 @@ class RolloutGuard(gym.Wrapper):
         self._pending = None
         try:
             obs, info = self.env.reset(seed=seed, options=options)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             return self._last_obs, self._info({}, FAILURE_EXCEPTION, f"reset: {_one_line(e)}")
         self._data = self._mj_data()  # an env may rebuild its simulator on reset
         self._warning_counts = self._read_warnings()
@@ -170,7 +170,7 @@ class RolloutGuard(gym.Wrapper):
             return self._end(FAILURE_INSTABILITY, "the policy produced a non-finite action")
         try:
             obs, reward, terminated, truncated, info = self.env.step(action)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             return self._end(FAILURE_EXCEPTION, f"step: {_one_line(e)}")
         if self._new_divergence():
             return self._end(FAILURE_INSTABILITY, "MuJoCo reported a simulation divergence (bad qpos/qvel/qacc)")
@@ -205,7 +205,7 @@ class RolloutGuard(gym.Wrapper):
             return zeros
         try:
             return np.asarray(self.env.unwrapped.teacher_action(), dtype=self.action_space.dtype)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             self._pending = (FAILURE_EXCEPTION, f"teacher_action: {_one_line(e)}")
             return zeros
 

@@ -79,6 +79,16 @@ def _load_checkpoint(path: Path, device: str, **sampling: Any) -> Any:
 _LOADERS: list[tuple[str, Matcher, Loader]] = [("checkpoint", _is_checkpoint, _load_checkpoint)]
 
 
+def _load_residual(path: Path, device: str, **sampling: Any) -> Any:
+    """A residual specialist (`alloy rl`): its base is loaded through this registry, so any kind can be a base;
+    sampling settings apply to the base."""
+    from policies.residual import ResidualPolicy
+    from training.runtime import resolve_device
+
+    return ResidualPolicy.from_pretrained(path, device=resolve_device(device),
+                                         load_base=lambda base_dir: load_policy(base_dir, device, **sampling))
+
+
 def register_loader(kind: str, matches: Matcher, load: Loader) -> None:
     """Teach `load_policy` a new format matched on the path (e.g. an exported artifact): `matches(path)` says whether
     `path` is one, `load(path, device, **sampling)` loads it. Registering a `kind` again replaces it; among different
@@ -94,6 +104,9 @@ def register_checkpoint_kind(section: str, load: Loader, kind: str | None = None
     names it in messages (default: the section). Registering a section again replaces its loader."""
     _CHECKPOINT_KINDS.pop(section, None)
     _CHECKPOINT_KINDS[section] = (kind or section, load)
+
+
+register_checkpoint_kind("residual", _load_residual)
 
 
 def registered_kinds() -> list[str]:

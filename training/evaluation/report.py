@@ -117,7 +117,8 @@ def markdown(report: dict) -> str:
         f"seed {cfg.get('seed')}, {cfg.get('episodes')} episodes per env, {cfg.get('num_envs')} envs"
         + (f", env kwargs `{cfg.get('env_kwargs')}`" if cfg.get("env_kwargs") else ""),
         "",
-        "| env | episodes | success | 95% CI | return | length | time to success (s) | collision | timeout | instability | exception | other |",
+        "| env | episodes | success | 95% CI | return | length | time to success (s) | collision | timeout "
+        "| instability | exception | other |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = list(report["per_env"].items()) + [("**overall**", report["overall"])]
@@ -132,9 +133,11 @@ def markdown(report: dict) -> str:
     call, act = report["latency_ms"]["per_call"], report["latency_ms"]["per_action"]
     lines += [
         "",
-        f"Policy latency per act call: p50 {_num(call['p50'])} ms, p90 {_num(call['p90'])} ms, p99 {_num(call['p99'])} ms "
-        f"({call['count']} calls); per action: p50 {_num(act['p50'])} ms, p90 {_num(act['p90'])} ms, p99 {_num(act['p99'])} ms.",
-        f"Env steps per second: {_num(report['env_steps_per_s'], '{:.0f}')} ({report['env_steps']} steps in {report['rollout_s']:.1f} s).",
+        f"Policy latency per act call: p50 {_num(call['p50'])} ms, p90 {_num(call['p90'])} ms, "
+        f"p99 {_num(call['p99'])} ms ({call['count']} calls); per action: p50 {_num(act['p50'])} ms, "
+        f"p90 {_num(act['p90'])} ms, p99 {_num(act['p99'])} ms.",
+        f"Env steps per second: {_num(report['env_steps_per_s'], '{:.0f}')} ({report['env_steps']} steps in "
+        f"{report['rollout_s']:.1f} s).",
     ]
     files = report.get("files", {})
     for key in ("success_plot", "latency_plot"):
@@ -164,7 +167,7 @@ def write_report(report: dict, run_dir: str | Path, call_ms: list[float] | None 
         files["success_plot"] = "success.png"
         plot_latency(call_ms or [], run_dir / "latency.png")
         files["latency_plot"] = "latency.png"
-    except Exception as e:  # plots are a convenience: never lose the numbers because a plot failed
+    except Exception as e:  # noqa: BLE001 - plots are a convenience: never lose the numbers because a plot failed
         files["plot_error"] = f"{type(e).__name__}: {e}"
     report = {**report, "files": files}
     atomic_write_json(run_dir / "report.json", _clean(report))

@@ -85,9 +85,10 @@ def evaluate(
     is one group per core with this process stepping the first; N is N worker processes; N = num_envs isolates
     every env in its own process); a single env always runs in this process.
     """
-    from envs.vector import make_vec_env, vector_layout
     from gymnasium.vector import AutoresetMode
     from tqdm import tqdm
+
+    from envs.vector import make_vec_env, vector_layout
 
     env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
     if not env_ids:
@@ -97,7 +98,8 @@ def evaluate(
     if int(num_envs) <= 0:
         raise TrainingError(f"num_envs must be a positive integer, got {num_envs}; use num_envs=1 or more")
     if max_episode_steps is not None and int(max_episode_steps) <= 0:
-        raise TrainingError(f"max_episode_steps must be positive, got {max_episode_steps}; leave it unset for the env's own limit")
+        raise TrainingError(f"max_episode_steps must be positive, got {max_episode_steps}; "
+                            "leave it unset for the env's own limit")
     if video_episodes < 0:
         raise TrainingError(f"video_episodes must be 0 or more, got {video_episodes}")
     spec_name = policy_name or ("teacher" if isinstance(policy, str) else None)

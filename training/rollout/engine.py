@@ -9,6 +9,10 @@ What the loop can add to a plain rollout:
 - a **labeller**: a second policy whose action for every visited state is recorded beside the executed one;
 - **mixing**: per episode, each env executes policy A or, with probability `beta`, policy B (DAgger's beta); the
   choice is drawn from the episode's seed, so it does not depend on the slot or on other episodes;
+- **action noise**: per episode, with a probability, Gaussian noise is added to the executed actions (not to the
+  labels), so that recorded data covers recoveries from states the driver would not reach by itself;
+- **one env id per slot**: a vector env whose slots hold different envs (one per robot) reports each episode
+  under its slot's env id;
 - **hooks** (`RolloutHook`) that see every reset, step and finished episode: the `EpisodeRecorder` keeps the episodes
   as arrays and writes them as Minari datasets.
 
@@ -57,14 +61,33 @@ def episode_seed(seed: int, index: int) -> int:
     return int(state[0])
 
 
-def mix_draw(beta: float, seed: int) -> bool:
-    """True when the episode reset with `seed` is driven by policy B (probability `beta`), from the seed alone."""
+def mix_draw(beta: float, seed: int, salt: int = 0x6D6978) -> bool:
+    """True with probability `beta` for the episode reset with `seed`, from the seed alone (a `salt` per question:
+    policy B drives (the default), noise is injected, ...)."""
     if beta <= 0.0:
         return False
     if beta >= 1.0:
         return True
-    u = np.random.default_rng(np.random.SeedSequence([int(seed), 0x6D6978])).random()
+    u = np.random.default_rng(np.random.SeedSequence([int(seed), salt])).random()
     return bool(u < beta)
+
+
+NOISE_SALT = 0x6E6F6973
+
+
+@dataclass
+class ActionNoise:
+    """Gaussian noise of standard deviation `std` (action units) on the executed actions of a share `episodes` of
+    the episodes (drawn per episode from its seed), clipped to the action space; labels stay clean."""
+
+    std: float
+    episodes: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(float(self.std)) and float(self.std) >= 0.0):
+            raise TrainingError(f"the action noise std must be >= 0, got {self.std}")
+        if not 0.0 <= float(self.episodes) <= 1.0:
+            raise TrainingError(f"the share of noisy episodes must be in [0, 1], got {self.episodes}")
 
 
 @dataclass
@@ -94,6 +117,7 @@ class StepData:
     obs: dict[str, np.ndarray]  # the observations the actions were chosen from
     actions: np.ndarray  # executed, (K, da)
     labels: np.ndarray | None  # the labeller's actions for `obs`, (K, da), when there is a labeller
+    label_std: np.ndarray | None  # the labeller's action std (`last_std` of a Gaussian labeller), (K, da)
     rewards: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
@@ -104,8 +128,10 @@ class StepData:
 class RolloutHook:
     """Sees what the engine does; every method is optional. Slots are env indices of the vector env."""
 
-    def on_episode_start(self, slot: int, task: EpisodeTask, obs: dict[str, np.ndarray], driver: str) -> None:
-        """Episode `task` starts in `slot` with first observation `obs` (one env's, unbatched)."""
+    def on_episode_start(self, slot: int, task: EpisodeTask, obs: dict[str, np.ndarray], driver: str,
+                         noisy: bool = False) -> None:
+        """Episode `task` starts in `slot` with first observation `obs` (one env's, unbatched); `driver` is "A" or
+        "B" (mixing) and `noisy` says whether its executed actions carry injected noise."""
 
     def on_step(self, step: StepData) -> None:
         """One control step of every slot."""
@@ -121,6 +147,7 @@ class RolloutHook:
 class _Running:
     task: EpisodeTask
     driver: str = "A"
+    noise: np.random.Generator | None = None  # the episode's noise stream, when it is a noisy one
     ret: float = 0.0
     length: int = 0
     steps_to_success: int | None = None
@@ -198,9 +225,14 @@ class RolloutEngine:
     def __init__(self, policy: PolicyLike, env_id: str, make_vec: Callable[[], Any], num_envs: int, *,
                  stop_on_success: bool = False, labeller: PolicyLike | None = None, mixing: Mixing | None = None,
                  hooks: Sequence[RolloutHook] = (), stats: RolloutStats | None = None, bar=None,
-                 n_video: int = 0, check_fit: Callable[[Any, Any], None] | None = None):
+                 n_video: int = 0, check_fit: Callable[[Any, Any], None] | None = None,
+                 noise: ActionNoise | None = None, slot_env_ids: Sequence[str] | None = None):
         self.policy, self.env_id, self.make_vec = policy, env_id, make_vec
         self.num_envs = int(num_envs)
+        self.noise = noise
+        self.slot_env_ids = list(slot_env_ids) if slot_env_ids is not None else [env_id] * self.num_envs
+        if len(self.slot_env_ids) != self.num_envs:
+            raise TrainingError(f"slot_env_ids has {len(self.slot_env_ids)} entries for {self.num_envs} envs")
         self.stop_on_success = bool(stop_on_success)
         self.labeller, self.mixing = labeller, mixing
         self.hooks = list(hooks)
@@ -319,6 +351,8 @@ class RolloutEngine:
                     driven_by_b = np.array([s is not None and s.driver == "B" for s in self.slots])
                     if driven_by_b.any():
                         actions = np.where(driven_by_b[:, None], outs[b_index], actions)
+                if self.noise is not None:
+                    actions = self._add_noise(actions)
                 if first:
                     self.stats.first_call_ms.append(ms)
                     first = False
@@ -329,7 +363,9 @@ class RolloutEngine:
                 next_obs, rewards, terminated, truncated, infos = self.vec.step(actions)
                 self._see_infos(infos)
                 if self.hooks:
-                    step = StepData(obs, actions, outs[l_index] if l_index is not None else None, rewards,
+                    label_std = getattr(self.labeller, "last_std", None) if l_index is not None else None
+                    step = StepData(obs, actions, outs[l_index] if l_index is not None else None,
+                                    None if label_std is None else np.asarray(label_std, dtype=np.float32), rewards,
                                     terminated, truncated, next_obs, active)
                     for h in self.hooks:
                         h.on_step(step)
@@ -363,6 +399,16 @@ class RolloutEngine:
         finally:
             self.stats.rollout_s += time.perf_counter() - t0
 
+    def _add_noise(self, actions: np.ndarray) -> np.ndarray:
+        noisy = [i for i, s in enumerate(self.slots) if s is not None and s.noise is not None]
+        if not noisy:
+            return actions
+        space = self.vec.single_action_space
+        out = np.array(actions, dtype=np.float32, copy=True)
+        for i in noisy:
+            out[i] += self.slots[i].noise.normal(0.0, float(self.noise.std), size=out[i].shape).astype(np.float32)
+        return np.clip(out, space.low, space.high).astype(np.float32)
+
     def _finish(self, i: int, reason: str, error: str = "") -> None:
         ep = self.slots[i]
         if self.recording[i]:  # fetched first: if the worker dies here, the episode is replayed, not half-counted
@@ -374,7 +420,7 @@ class RolloutEngine:
                 self.frames[ep.task.index] = frames
         success = ep.steps_to_success is not None
         result = EpisodeResult(
-            env_id=self.env_id, index=ep.task.index, seed=ep.task.seed, success=success,
+            env_id=self.slot_env_ids[i], index=ep.task.index, seed=ep.task.seed, success=success,
             reason="" if success else reason, ret=ep.ret, length=ep.length, steps_to_success=ep.steps_to_success,
             time_to_success=ep.time_to_success, error=error,
         )
@@ -409,7 +455,10 @@ class RolloutEngine:
                 if self.queue:
                     task = self.queue.popleft()
                     driver = "B" if self.mixing is not None and mix_draw(self.mixing.beta, task.seed) else "A"
-                    self.slots[i] = _Running(task=task, driver=driver)
+                    noise = None
+                    if self.noise is not None and mix_draw(self.noise.episodes, task.seed, NOISE_SALT):
+                        noise = np.random.default_rng(np.random.SeedSequence([int(task.seed), NOISE_SALT]))
+                    self.slots[i] = _Running(task=task, driver=driver, noise=noise)
                     mask[i] = True
                     seeds[i] = task.seed
                     record[i] = task.index < self.n_video
@@ -434,7 +483,8 @@ class RolloutEngine:
                 if failure:  # the episode could not even start: it counts, as a failure, and the slot moves on
                     ep = self.slots[i]
                     self._record(i, EpisodeResult(
-                        env_id=self.env_id, index=ep.task.index, seed=ep.task.seed, success=False, reason=failure,
+                        env_id=self.slot_env_ids[i], index=ep.task.index, seed=ep.task.seed, success=False,
+                        reason=failure,
                         ret=0.0, length=0, error=str(_info_at(infos, "alloy_error", i, "") or "")))
                     pending.append(i)
                 else:
@@ -446,7 +496,7 @@ class RolloutEngine:
                 ep = self.slots[i]
                 first = {k: v[i] for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs[i]}
                 for h in self.hooks:
-                    h.on_episode_start(int(i), ep.task, first, ep.driver)
+                    h.on_episode_start(int(i), ep.task, first, ep.driver, ep.noise is not None)
         return obs
 
     def _handle_lost_worker(self, error: BaseException) -> None:
@@ -471,7 +521,8 @@ class RolloutEngine:
                 reason = why if why and not isinstance(error, (EOFError, BrokenPipeError, ConnectionResetError)) \
                     else f"worker process died (exit code {code})"
                 self._record(i, EpisodeResult(
-                    env_id=self.env_id, index=ep.task.index, seed=ep.task.seed, success=False, reason="exception",
+                    env_id=self.slot_env_ids[i], index=ep.task.index, seed=ep.task.seed, success=False,
+                    reason="exception",
                     ret=ep.ret, length=ep.length, error=reason))
             else:
                 replay.append(ep.task)

@@ -1,0 +1,211 @@
+"""Residual RL (`alloy rl`): the specialist starts as its base, the base stays frozen, the residual's scale and the
+exploration schedule are honoured, checkpoints round-trip and resume, PPO and SAC train, bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from alloy import cli
+from policies.residual import ResidualPolicy
+from training.evaluation import load_policy
+from training.rl.config import RLConfig
+from training.rl.train import ResidualRL
+from training.rl.vec_env import ResidualVecEnv, exploration_probability
+
+ENV = "alloy/Nav-Diffdrive-v0"
+FAST = ["num_envs=1", "eval_num_envs=1", "eval_episodes=2", "final_eval_episodes=0", "progress=false", "device=cpu",
+        "ppo.n_steps=32", "ppo.batch_size=32", "ppo.n_epochs=2"]
+
+
+def one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def observations(env_id: str, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+
+    env = gym.make(env_id)
+    rows = []
+    for i in range(n):
+        obs, _ = env.reset(seed=seed + i)
+        rows.append(obs)
+    env.close()
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def rl_run(base, tmp_path, **overrides) -> ResidualRL:
+    cfg = RLConfig(base=str(base), env=ENV, num_envs=2, workers=None, eval_num_envs=1, progress=False, device="cpu")
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return ResidualRL(cfg, tmp_path / "run")
+
+
+def test_exploration_probability_rises_to_one():
+    assert exploration_probability(0, 0) == 1.0  # no ramp: always the residual
+    assert [exploration_probability(t, 100) for t in (0, 25, 50, 100, 1000)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_the_specialist_starts_as_its_base_and_the_scale_is_honoured(nav_base, tmp_path):
+    run = rl_run(nav_base, tmp_path)
+    obs = observations(ENV, 4)
+    from training.rl.algos import build_model
+
+    venv = ResidualVecEnv(run.make_vec, run.base, run.obs_dims,
+                          np.concatenate([run.obs_scale[k] for k in run.obs_dims]), 0.5, seed=0)
+    try:
+        for algo in ("ppo", "sac"):
+            run.cfg.algo = algo
+            run.spec = run.spec.__class__(**{**run.spec.to_dict(), "algo": algo, "squash": algo == "sac",
+                                             "state_std": algo == "sac",
+                                             "activation": "tanh" if algo == "ppo" else "relu"})
+            model = build_model(algo, venv, run.cfg.net, run.cfg.ppo, run.cfg.sac, 0, "cpu")
+            specialist = run.specialist(model)
+            reference = load_policy(nav_base, "cpu")
+            torch.manual_seed(0)  # the base samples its initial noise from torch's generator
+            got = specialist.act(obs)
+            torch.manual_seed(0)
+            want = np.clip(reference.act(obs), -1.0, 1.0)
+            np.testing.assert_array_equal(got, want)  # at step 0 the specialist acts as its base
+            # SB3's own deterministic action is the zero residual too
+            features = venv.reset()
+            action, _ = model.predict(features, deterministic=True)
+            assert np.abs(action).max() == 0.0
+    finally:
+        venv.close()
+
+    # the scale multiplies the residual: a constant residual of 0.5 moves every action by scale * 0.5
+    actor = run.specialist(model).actor
+    with torch.no_grad():
+        actor.mu.bias.fill_(0.5 if not actor.spec.squash else float(np.arctanh(0.5)))
+    for scale in (0.1, 0.4):
+        actor.spec.scale = scale
+        policy, reference = ResidualPolicy(load_policy(nav_base, "cpu"), actor), load_policy(nav_base, "cpu")
+        torch.manual_seed(1)  # (building a policy draws initial weights from the generator too)
+        got = policy.act(obs)
+        torch.manual_seed(1)
+        want = np.clip(reference.act(obs) + scale * 0.5, -1.0, 1.0)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_training_leaves_the_base_untouched_and_resume_continues_at_the_saved_step(nav_base, tmp_path, capsys):
+    before = {k: v.clone() for k, v in load_policy(nav_base, "cpu").state_dict().items()}
+    run_dir = tmp_path / "run"
+    common = ["rl", f"base={nav_base}", f"env={ENV}", "eval_every=64", "ckpt_every=32", "critic_warmup_steps=32",
+              *FAST, f"hydra.run.dir={run_dir}"]
+    args = [*common, "total_steps=64"]
+    assert cli.main(args) == 0
+    last = run_dir / "checkpoints" / "last"
+    meta = json.loads((last / "train_state.json").read_text())
+    assert meta["model"]["num_timesteps"] == 64 and meta["next_episode"] >= 1
+    # the base copy inside the specialist is the base, byte for byte, and no weight of it moved
+    specialist = load_policy(last, "cpu")
+    assert isinstance(specialist, ResidualPolicy)
+    for k, v in specialist.base.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not any(p.requires_grad for p in specialist.base.parameters())
+    # the actor learned after the critic's warm-up (it is no longer the zero residual)
+    assert specialist.actor.mu.weight.abs().sum() > 0
+
+    # resume: the model comes back with the saved weights and optimiser moments, at the saved step
+    from safetensors.torch import load_file
+
+    from training.rl.algos import build_model, load_model_state, model_state
+
+    run = ResidualRL(RLConfig(base=str(nav_base), env=ENV, num_envs=1, device="cpu", progress=False,
+                              ppo=RLConfig().ppo.__class__(n_steps=32, batch_size=32, n_epochs=2)),
+                     run_dir, resume=True)
+    assert run.state_meta["model"]["num_timesteps"] == 64
+    venv = ResidualVecEnv(run.make_vec, run.base, run.obs_dims,
+                          np.concatenate([run.obs_scale[k] for k in run.obs_dims]), 1.0, seed=0)
+    try:
+        model = build_model("ppo", venv, run.cfg.net, run.cfg.ppo, run.cfg.sac, 0, "cpu")
+        load_model_state(model, run.state_tensors, run.state_meta["model"])
+        tensors, _ = model_state(model)
+    finally:
+        venv.close()
+    saved = load_file(str(last / "train_state.safetensors"))
+    for k, v in tensors.items():
+        assert torch.equal(v, saved[k]), k
+    assert model.num_timesteps == 64
+
+    # the CLI resumes to a longer budget from there
+    assert cli.main([*common, "total_steps=96", "resume=true"]) == 0
+    meta = json.loads((last / "train_state.json").read_text())
+    assert meta["model"]["num_timesteps"] == 96
+    steps = [int(float(line.split(",")[0])) for line in (run_dir / "rl_log.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(steps) and steps[-1] == 96
+
+    # a fresh run over it is refused
+    assert cli.main(args) == 2
+    assert "resume=true" in one_error_line(capsys)
+
+
+def test_sac_trains_and_its_specialist_evaluates_through_alloy_eval(nav_base, tmp_path):
+    run_dir = tmp_path / "sac"
+    assert cli.main(["rl", f"base={nav_base}", f"env={ENV}", "algo=sac", "total_steps=48", "sac.learning_starts=16",
+                     "sac.batch_size=16", "eval_every=48", "ckpt_every=48", *FAST, f"hydra.run.dir={run_dir}"]) == 0
+    best = run_dir / "checkpoints" / "best"
+    state = json.loads((best / "train_state.json").read_text())
+    assert state["model"]["replay"]["pos"] > 0  # the replay buffer travels with the checkpoint
+    eval_dir = tmp_path / "eval"
+    assert cli.main(["eval", f"policy={best}", f"env={ENV}", "episodes=2", "num_envs=1", "progress=false",
+                     f"hydra.run.dir={eval_dir}"]) == 0
+    report = json.loads((eval_dir / "report.json").read_text())
+    assert report["overall"]["episodes"] == 2
+
+
+def test_a_tampered_base_copy_is_refused(nav_base, tmp_path):
+    run = rl_run(nav_base, tmp_path)
+    venv = ResidualVecEnv(run.make_vec, run.base, run.obs_dims,
+                          np.concatenate([run.obs_scale[k] for k in run.obs_dims]), 1.0, seed=0)
+    try:
+        from training.rl.algos import build_model
+
+        model = build_model("ppo", venv, run.cfg.net, run.cfg.ppo, run.cfg.sac, 0, "cpu")
+        out = run.specialist(model).save_pretrained(tmp_path / "spec")
+    finally:
+        venv.close()
+    weights = out / "base" / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1
+    weights.write_bytes(bytes(blob))
+    from policies.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="hash"):
+        load_policy(out, "cpu")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("algo=dqn", ["dqn", "ppo, sac"]),
+    ("total_steps=0", ["total_steps"]),
+    ("residual.scale=-1", ["residual.scale"]),
+    ("+randomize.mass=[1.0,100.0]", ["mass", "valid range"]),
+    ("base=/no/such/dir", ["does not exist"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(nav_base, tmp_path, capsys, override, words):
+    run_dir = tmp_path / "run"
+    args = ["rl", f"base={nav_base}", f"env={ENV}", *FAST, f"hydra.run.dir={run_dir}", override]
+    assert cli.main(args) == 2
+    line = one_error_line(capsys)
+    assert all(w in line for w in words), line
+    assert not run_dir.exists()
+
+
+def test_a_base_that_does_not_fit_the_env_or_is_not_a_policy(nav_base, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert cli.main(["rl", f"base={nav_base}", "env=metaworld/reach-v3", *FAST, f"hydra.run.dir={run_dir}"]) == 2
+    line = one_error_line(capsys)
+    assert "expects observation" in line and "metaworld/reach-v3" in line
+    not_policy = tmp_path / "empty"
+    not_policy.mkdir()
+    assert cli.main(["rl", f"base={not_policy}", f"env={ENV}", *FAST, f"hydra.run.dir={run_dir}"]) == 2
+    assert "not a policy" in one_error_line(capsys)
+    assert not run_dir.exists()

@@ -1,0 +1,154 @@
+"""stable-baselines3's PPO and SAC as residual learners: built with the residual's output layer at zero, mirrored
+into a `policies.residual.ResidualActor` (so a specialist runs without SB3), and their training state written as
+tensors + JSON (SB3's own `.save` pickles; alloy never loads a pickle).
+
+Nothing here is an RL algorithm of alloy's own: the only addition is `ResidualSAC`, which stores the residual that
+was executed (zeros in base-only episodes of progressive exploration) instead of the one it sampled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO, SAC
+from torch import nn
+
+from policies.residual import ResidualActor, ResidualSpec
+from training import checkpoint as ckpt
+from training.errors import TrainingError
+from training.rl.config import ALGOS, NetArch, PPOConfig, SACConfig
+
+
+def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, seed: int, device: str,
+                verbose: int = 0):
+    """An SB3 model on `venv` whose deterministic residual is zero (the specialist starts as its base)."""
+    if algo == "ppo":
+        model = PPO("MlpPolicy", venv, n_steps=ppo.n_steps, batch_size=ppo.batch_size, n_epochs=ppo.n_epochs,
+                    learning_rate=ppo.lr, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
+                    ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef, max_grad_norm=ppo.max_grad_norm,
+                    target_kl=ppo.target_kl or None, seed=seed, device=device, verbose=verbose,
+                    policy_kwargs=dict(net_arch=dict(pi=list(net.actor), vf=list(net.critic)), activation_fn=nn.Tanh,
+                                       log_std_init=ppo.log_std_init))
+        nn.init.zeros_(model.policy.action_net.weight)
+        nn.init.zeros_(model.policy.action_net.bias)
+    elif algo == "sac":
+        model = ResidualSAC("MlpPolicy", venv, buffer_size=sac.buffer_size, learning_starts=sac.learning_starts,
+                            batch_size=sac.batch_size, learning_rate=sac.lr, gamma=sac.gamma, tau=sac.tau,
+                            train_freq=sac.train_freq, gradient_steps=sac.gradient_steps, ent_coef=sac.ent_coef,
+                            seed=seed, device=device, verbose=verbose,
+                            policy_kwargs=dict(net_arch=dict(pi=list(net.actor), qf=list(net.critic)),
+                                               activation_fn=nn.ReLU, log_std_init=sac.log_std_init))
+        nn.init.zeros_(model.actor.mu.weight)
+        nn.init.zeros_(model.actor.mu.bias)
+    else:
+        raise TrainingError(f"unknown algorithm {algo!r}; choose one of: {', '.join(ALGOS)}")
+    return model
+
+
+class ResidualSAC(SAC):
+    """SB3's SAC, storing the executed residual (`info['alloy_residual']`) as the transition's action."""
+
+    def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
+        executed = [info.get("alloy_residual") for info in infos]
+        if all(e is not None for e in executed):
+            buffer_action = np.asarray(executed, dtype=np.float32).reshape(buffer_action.shape)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+
+# ---------------------------------------------------------------------------------------------------- the actor
+def _actor_modules(model) -> tuple[nn.Sequential, nn.Linear, nn.Module | nn.Parameter]:
+    if isinstance(model, PPO):
+        return model.policy.mlp_extractor.policy_net, model.policy.action_net, model.policy.log_std
+    return model.actor.latent_pi, model.actor.mu, model.actor.log_std
+
+
+def actor_spec(algo: str, net: NetArch, obs_dims: dict[str, int], low, high, scale: float,
+               embodiment: str) -> ResidualSpec:
+    return ResidualSpec(obs_dims=dict(obs_dims), action_dim=len(low), action_low=[float(v) for v in low],
+                        action_high=[float(v) for v in high], scale=float(scale), hidden=[int(h) for h in net.actor],
+                        activation="tanh" if algo == "ppo" else "relu", squash=algo == "sac", state_std=algo == "sac",
+                        algo=algo, embodiment=embodiment)
+
+
+def extract_actor(model, spec: ResidualSpec, obs_scale: dict[str, np.ndarray]) -> ResidualActor:
+    """A `ResidualActor` with the model's current actor weights (a copy, on the CPU)."""
+    actor = ResidualActor(spec)
+    actor.set_obs_scale(obs_scale)
+    trunk, mu, log_std = _actor_modules(model)
+    with torch.no_grad():
+        actor.trunk.load_state_dict({k: v.detach().cpu() for k, v in trunk.state_dict().items()})
+        actor.mu.load_state_dict({k: v.detach().cpu() for k, v in mu.state_dict().items()})
+        if isinstance(log_std, nn.Parameter):
+            actor.log_std.copy_(log_std.detach().cpu())
+        else:
+            actor.log_std.load_state_dict({k: v.detach().cpu() for k, v in log_std.state_dict().items()})
+    return actor.eval()
+
+
+def actor_parameters(model) -> list[nn.Parameter]:
+    """The parameters of the residual actor (frozen while the critic warms up)."""
+    trunk, mu, log_std = _actor_modules(model)
+    params = list(trunk.parameters()) + list(mu.parameters())
+    params += [log_std] if isinstance(log_std, nn.Parameter) else list(log_std.parameters())
+    return params
+
+
+def set_actor_trainable(model, trainable: bool) -> None:
+    for p in actor_parameters(model):
+        p.requires_grad_(trainable)
+
+
+# ---------------------------------------------------------------------------------------------------- state
+def _optimizers(model) -> dict[str, torch.optim.Optimizer]:
+    if isinstance(model, PPO):
+        return {"policy": model.policy.optimizer}
+    out = {"actor": model.actor.optimizer, "critic": model.critic.optimizer}
+    if model.ent_coef_optimizer is not None:
+        out["ent_coef"] = model.ent_coef_optimizer
+    return out
+
+
+def model_state(model) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Everything a resumed run needs from the model, as tensors and JSON-able values (no pickling)."""
+    tensors = {f"weights.{k}": v.detach().cpu().contiguous().clone() for k, v in model.policy.state_dict().items()}
+    meta: dict[str, Any] = {"num_timesteps": int(model.num_timesteps), "n_updates": int(model._n_updates),
+                            "optimizers": {}}
+    for name, opt in _optimizers(model).items():
+        t, m = ckpt.optimizer_state(opt)
+        tensors.update({f"opt.{name}.{k}": v for k, v in t.items()})
+        meta["optimizers"][name] = m
+    if isinstance(model, SAC):
+        if model.log_ent_coef is not None:
+            tensors["log_ent_coef"] = model.log_ent_coef.detach().cpu().clone()
+        rb = model.replay_buffer
+        size = rb.buffer_size if rb.full else rb.pos
+        for key in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+            tensors[f"replay.{key}"] = torch.from_numpy(np.ascontiguousarray(getattr(rb, key)[:size]))
+        meta["replay"] = {"pos": int(rb.pos), "full": bool(rb.full)}
+    return tensors, meta
+
+
+def load_model_state(model, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    policy = {k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")}
+    try:
+        model.policy.load_state_dict(policy, strict=True)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise TrainingError(f"the saved RL state does not fit this model ({(lines[1:] or lines)[0][:200]}); resume "
+                            f"with the same algo/net settings or start a new run") from None
+    for name, opt in _optimizers(model).items():
+        sub = {k[len(f"opt.{name}."):]: v for k, v in tensors.items() if k.startswith(f"opt.{name}.")}
+        ckpt.load_optimizer_state(opt, sub, meta["optimizers"][name])
+    model.num_timesteps = int(meta["num_timesteps"])
+    model._n_updates = int(meta["n_updates"])
+    if isinstance(model, SAC):
+        if "log_ent_coef" in tensors and model.log_ent_coef is not None:
+            with torch.no_grad():
+                model.log_ent_coef.copy_(tensors["log_ent_coef"])
+        rb = model.replay_buffer
+        for key in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+            saved = tensors[f"replay.{key}"].numpy()
+            getattr(rb, key)[: len(saved)] = saved
+        rb.pos, rb.full = int(meta["replay"]["pos"]), bool(meta["replay"]["full"])
