@@ -29,11 +29,12 @@ class ConfigError(ValueError):
 # defaults, each option's file holds only what makes it that choice, `--cfg job` shows every value and any key can
 # be overridden. Plain (untyped) configs: composing stays as loose as with YAML and `validate` reports bad keys.
 def _schema_defaults() -> dict[str, type]:
+    from distill.config import DistillConfig
     from policies.config import DiffusionConfig, NetConfig, SchemeConfig
     from training.rl.config import RLConfig
 
     return {"net_defaults": NetConfig, "diffusion_defaults": DiffusionConfig, "scheme_defaults": SchemeConfig,
-            "rl_defaults": RLConfig}
+            "rl_defaults": RLConfig, "distill_defaults": DistillConfig}
 
 
 def _register_schema_defaults() -> None:

@@ -177,10 +177,10 @@ class Trainer:
                                     sections=self.objective.checkpoint_sections())
 
     # ------------------------------------------------------------------ loop
-    def _loader(self) -> DataLoader:
+    def _loader(self, until: int) -> DataLoader:
         ds = self.dataset
         mixed = bool(getattr(ds, "mixed", False))
-        sampler = StepBatchSampler(len(ds), self.cfg.batch_size, self.step, self.cfg.max_steps, self.seed,
+        sampler = StepBatchSampler(len(ds), self.cfg.batch_size, self.step, until, self.seed,
                                    weights=np.asarray(ds.weights) if mixed else None,
                                    samples_per_dataset=getattr(ds, "samples_per_dataset", None),
                                    rank=self.dist.rank, world_size=self.dist.world_size)
@@ -257,8 +257,12 @@ class Trainer:
         tmp.write_text(json.dumps({"step": self.step, **report}, indent=2, default=float))
         tmp.replace(out)
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train to step `until` (default `max_steps`; the schedule always spans `max_steps`), checkpointing at
+        `ckpt_every` and at the end. A stage that trains in rounds (DAgger) calls it once per round, and the data may
+        grow between calls: the batch at step k stays a function of (seed, k) and of the data at that time."""
         cfg = self.cfg
+        until = cfg.max_steps if until is None else min(int(until), cfg.max_steps)
         main = self.dist.is_main
         logger = RunLogs(self.run_dir, self.step) if main else None
         from tqdm import tqdm
@@ -270,7 +274,7 @@ class Trainer:
         window_start, window_step = t0, self.step
         first = True
         try:
-            for batch in self._loader():
+            for batch in (self._loader(until) if self.step < until else ()):
                 batch = _to_device(batch, self.device)
                 if first:
                     check = getattr(self.objective, "check_batch", None) or self.policy.check_batch
@@ -278,7 +282,7 @@ class Trainer:
                     first = False
                 window.append(self.train_step(batch))
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.log_every == 0 or self.step == until:
                     now = time.perf_counter()
                     row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                     row["lr"] = window[-1]["lr"]
@@ -297,7 +301,7 @@ class Trainer:
                     self.evaluate(logger)
                     t0 = time.perf_counter()
                     barrier(self.dist)
-                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.max_steps:
+                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == until:
                     self._sync_elapsed(t0)
                     t0 = time.perf_counter()
                     self.save("last")

@@ -92,10 +92,12 @@ class ActionNoise:
 
 @dataclass
 class EpisodeTask:
-    """One episode to run: its number in the run and its reset seed."""
+    """One episode to run: its number in the run, its reset seed and, in a vector env whose slots hold different
+    envs, the env id it must run in (None: the engine's only env id)."""
 
     index: int
     seed: int
+    env_id: str | None = None
 
 
 @dataclass
@@ -246,7 +248,7 @@ class RolloutEngine:
             if p is not None and not any(p is q for q in self.actors):
                 self.actors.append(p)
         self.contexts = [inference_context(p) for p in self.actors]
-        self.queue: deque[EpisodeTask] = deque()
+        self.queues: dict[str, deque[EpisodeTask]] = {e: deque() for e in dict.fromkeys(self.slot_env_ids)}
         self.frames: dict[int, list[np.ndarray]] = {}  # filmed episodes' frames by episode index
         self.fps = 30.0
         self.vec = None
@@ -254,12 +256,26 @@ class RolloutEngine:
 
     # ------------------------------------------------------------------------------------------------ public
     def add(self, tasks: Iterable[EpisodeTask]) -> None:
-        self.queue.extend(tasks)
+        for task in tasks:
+            key = task.env_id
+            if key is None:
+                if len(self.queues) > 1:
+                    raise TrainingError(f"the slots of this rollout hold {len(self.queues)} env ids; give each episode "
+                                        f"task its env_id")
+                key = next(iter(self.queues))
+            if key not in self.queues:
+                raise TrainingError(f"no slot of this rollout runs {key!r}; its slots run {', '.join(self.queues)}")
+            self.queues[key].append(task)
+
+    @property
+    def pending(self) -> int:
+        """Episodes queued and not started yet."""
+        return sum(len(q) for q in self.queues.values())
 
     def run(self, tasks: Iterable[EpisodeTask] = ()) -> list[EpisodeResult]:
         self.add(tasks)
         self._finished = []
-        while self.queue:
+        while self.pending:
             if self.vec is None:
                 self._open()
             try:
@@ -452,8 +468,9 @@ class RolloutEngine:
             seeds: list[int | None] = [None] * K
             record = list(self.recording)
             for i in pending:
-                if self.queue:
-                    task = self.queue.popleft()
+                queue = self.queues[self.slot_env_ids[i]]
+                if queue:
+                    task = queue.popleft()
                     driver = "B" if self.mixing is not None and mix_draw(self.mixing.beta, task.seed) else "A"
                     noise = None
                     if self.noise is not None and mix_draw(self.noise.episodes, task.seed, NOISE_SALT):
@@ -529,7 +546,8 @@ class RolloutEngine:
                 self.slots[i] = None
                 for h in self.hooks:
                     h.on_episode_abort(i)
-        self.queue.extendleft(sorted(replay, key=lambda t: t.index, reverse=True))
+        for task in sorted(replay, key=lambda t: t.index, reverse=True):
+            self.queues[task.env_id or next(iter(self.queues))].appendleft(task)
         force_close(self.vec)
         self.vec = None
         log.warning("a worker of %s was lost (%s); replaying %d in-flight episodes on a new vector env",
