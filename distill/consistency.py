@@ -34,6 +34,7 @@ from torch import nn
 
 from distill.errors import DistillError
 from policies import Policy
+from policies import noise as noise_source
 from policies.diffusion.base import Process, expand_like
 from policies.diffusion.edm import sigma_schedule
 from policies.nets.common import sinusoidal
@@ -118,7 +119,7 @@ class ConsistencySampler(Process):
 
     @torch.no_grad()
     def sample(self, denoise, shape, device, generator=None):
-        x = torch.randn(shape, device=device, generator=generator) * self.taus[0]
+        x = noise_source.randn(shape, device=device, generator=generator) * self.taus[0]
         for t, s in zip(self.taus[:-1], self.taus[1:]):
             self.student.target = torch.full((shape[0],), s, device=device)
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from policies import noise as noise_source
 from policies.config import DiffusionConfig
 from policies.diffusion.base import DenoiseFn, LevelConsts, Process, building_constants, expand_like
 from policies.errors import PolicyError
@@ -155,13 +156,13 @@ class DiffusersProcess(Process):
             return c.x0_coeff * x0 + c.x_coeff * eps
         prev = c.x0_coeff * x0 + c.x_coeff * x
         if c.add_noise:
-            noise = torch.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
+            noise = noise_source.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
             prev = prev + c.noise_std * noise
         return prev
 
     @torch.no_grad()
     def sample(self, denoise: DenoiseFn, shape, device, generator=None):
-        x = torch.randn(shape, device=device, generator=generator)
+        x = noise_source.randn(shape, device=device, generator=generator)
         for c, level in self._step_consts(device, shape[0]):
             out = denoise(x, level).float()
             x = self.step(c, out, x, generator)

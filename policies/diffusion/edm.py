@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from policies import noise as noise_source
 from policies.config import DiffusionConfig
 from policies.diffusion.base import DenoiseFn, LevelConsts, Process, building_constants, expand_like
 from policies.errors import PolicyError
@@ -112,7 +113,7 @@ class EDMProcess(Process):
     @torch.no_grad()
     def sample(self, denoise: DenoiseFn, shape, device, generator=None):
         sig = self._sigma_list
-        x = torch.randn(shape, device=device, generator=generator) * sig[0]
+        x = noise_source.randn(shape, device=device, generator=generator) * sig[0]
         for s, s_next in zip(sig[:-1], sig[1:]):
             d = self._D(denoise, x, s)
             if s_next == 0:

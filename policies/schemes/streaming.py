@@ -24,6 +24,7 @@ import math
 import numpy as np
 import torch
 
+from policies import noise as noise_source
 from policies.config import SchemeConfig
 from policies.diffusion.base import building_constants, expand_like
 from policies.errors import PolicyError
@@ -179,7 +180,7 @@ class Step:
 
     def __call__(self, host: SchemeHost, x: torch.Tensor, ctx) -> torch.Tensor:
         x0 = self.denoise(host, x, ctx)
-        noise = torch.randn_like(x) if self.c is not None else None
+        noise = noise_source.randn_like(x) if self.c is not None else None
         xd, x0d = x.double(), x0.double()
         out = self.a_t * x0d + self.coef * ((xd - self.a_f * x0d) / self.s_f)
         if noise is not None:
@@ -295,7 +296,7 @@ class StreamingScheme(Scheme):
             nv_from = ladder[frm][None].expand(x.shape[0], -1)
             nv_to = ladder[nxt][None].expand(x.shape[0], -1)
             x0 = denoise_call(host, x, nv_from, ctx)
-            noise = torch.randn_like(x) if eta > 0 else None
+            noise = noise_source.randn_like(x) if eta > 0 else None
             x = step_to(process, x, x0, nv_from, nv_to, eta, noise)
         return x, idx
 
@@ -305,12 +306,12 @@ class StreamingScheme(Scheme):
         process, ladder = host.process, self.ladder(host.process, device)
         shape = (batch, self.pred_horizon, self.action_dim)
         top = torch.full((self.pred_horizon,), self.levels, dtype=torch.long, device=device)
-        x = noise_to(process, torch.zeros(shape, device=device), torch.randn(shape, device=device),
+        x = noise_to(process, torch.zeros(shape, device=device), noise_source.randn(shape, device=device),
                      ladder[top][None].expand(batch, -1))
         x, idx = self._denoise_calls(host, x, top, ctx, self.levels)
         done = self.done_index.to(device)
         return renoise(process, x, ladder[idx][None].expand(batch, -1), ladder[done][None].expand(batch, -1),
-                       torch.randn_like(x)), done
+                       noise_source.randn_like(x)), done
 
     def _shift_source(self, device) -> torch.Tensor:
         ta, lo, hi = self.action_horizon, self.start, self.start + self.chunks * self.action_horizon
@@ -331,7 +332,7 @@ class StreamingScheme(Scheme):
         new = self.start_index.to(device)
         b = buf.shape[0]
         return renoise(process, moved, ladder[old][None].expand(b, -1), ladder[new][None].expand(b, -1),
-                       torch.randn_like(moved))
+                       noise_source.randn_like(moved))
 
     def replan(self, host, buf: torch.Tensor, ctx) -> torch.Tensor:
         """One replanning of envs in the post-replanning state: shift, then m calls; returns the new buffer.
@@ -415,14 +416,14 @@ class _StreamPlan:
         self.device = device
 
     def warm(self, host, ctx) -> torch.Tensor:
-        x = self.warm_in(torch.zeros(self.shape, device=self.device), torch.randn(self.shape, device=self.device))
+        x = self.warm_in(torch.zeros(self.shape, device=self.device), noise_source.randn(self.shape, device=self.device))
         for step in self.warm_steps:
             x = step(host, x, ctx)
-        return self.warm_out(x, torch.randn_like(x))
+        return self.warm_out(x, noise_source.randn_like(x))
 
     def replan(self, host, buf: torch.Tensor, ctx) -> torch.Tensor:
         moved = buf[:, self.src]
-        x = self.shift(moved, torch.randn_like(moved))
+        x = self.shift(moved, noise_source.randn_like(moved))
         for step in self.replan_steps:
             x = step(host, x, ctx)
         return x

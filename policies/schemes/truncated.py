@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policies import noise as noise_source
 from policies.config import SchemeConfig
 from policies.diffusion.base import building_constants
 from policies.errors import PolicyError
@@ -200,7 +201,7 @@ class TruncatedScheme(Scheme):
         else:
             start, ctx_rep = self.anchors[None].expand(b, -1, -1, -1), ctx.repeat_interleave(k, dim=0)
         shape = (b * k, self.pred_horizon, self.action_dim)
-        x = noise_to(process, start.reshape(shape), torch.randn(shape, device=device), ladder[steps].expand(b * k))
+        x = noise_to(process, start.reshape(shape), noise_source.randn(shape, device=device), ladder[steps].expand(b * k))
         for i in range(steps, 0, -1):
             nv = ladder[i].expand(b * k).to(x.dtype)
             x0 = host.net.denoise(*process.net_input(x, nv), ctx_rep).to(x.dtype)
@@ -255,7 +256,7 @@ class TruncatedScheme(Scheme):
             anchors, ctx_rep = self.anchors[None].expand(b, -1, -1, -1), ctx.repeat_interleave(k, dim=0)
         shape = (b * k, self.pred_horizon, self.action_dim)
         start, steps = self._steps(host.process, device, self.anchors.dtype, b * k)
-        x = start(anchors.reshape(shape), torch.randn(shape, device=device))
+        x = start(anchors.reshape(shape), noise_source.randn(shape, device=device))
         for step in steps[:-1]:
             x = step(host, x, ctx_rep)
         x = steps[-1].denoise(host, x, ctx_rep)  # the last step lands on the clean estimate itself
