@@ -31,6 +31,7 @@ from torch import nn
 from policies.atomic import atomic_dir, recover_dir, write_safetensors
 from policies.errors import PolicyError
 from policies.hashing import TRAINING_FILES, policy_sha256
+from policies.runtime.features import residual_features
 
 FORMAT = "alloy-residual"
 FORMAT_VERSION = 1
@@ -91,32 +92,6 @@ class ResidualSpec:
             raise PolicyError(f"residual config is incomplete or malformed ({type(e).__name__}: {e})") from None
         spec.validate()
         return spec
-
-
-def residual_features(obs: Mapping[str, Any], base_action: np.ndarray, obs_dims: Mapping[str, int],
-                      obs_scale: np.ndarray) -> np.ndarray:
-    """(B, F) float32: each observation key in `obs_dims` order divided by its scale, then the base action. The one
-    definition of what a residual actor sees, in training (SB3 observations) and in the saved specialist alike."""
-    if not isinstance(obs, Mapping):
-        raise PolicyError(f"act() takes a dict of observation arrays, got {type(obs).__name__}")
-    parts, batch = [], None
-    for key, dim in obs_dims.items():
-        if key not in obs:
-            raise PolicyError(f"observation lacks key '{key}'; the residual expects keys {', '.join(obs_dims)}")
-        arr = np.asarray(obs[key], dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[1] != dim or (batch is not None and arr.shape[0] != batch):
-            raise PolicyError(f"observation '{key}' has shape {arr.shape} but the residual expects "
-                              f"({batch if batch is not None else 'B'}, {dim})")
-        batch = arr.shape[0]
-        parts.append(arr)
-    flat = np.concatenate(parts, axis=1) / obs_scale
-    base = np.asarray(base_action, dtype=np.float32)
-    if base.shape != (batch, base.shape[-1] if base.ndim == 2 else -1):
-        raise PolicyError(f"the base action has shape {base.shape}, expected ({batch}, action_dim)")
-    out = np.concatenate([flat, base], axis=1).astype(np.float32, copy=False)
-    if not np.isfinite(out).all():
-        raise PolicyError("the observation (or the base action) contains NaN or inf; check the env")
-    return out
 
 
 class ResidualActor(nn.Module):

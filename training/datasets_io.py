@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from policies.version import alloy_version  # noqa: F401 - re-exported for collect
 from training.errors import DatasetError
 
 STAGING_DIR = ".staging"
@@ -63,16 +64,6 @@ def _recover_all(root: Path) -> None:
             if name.startswith(".") and name.endswith(".old") and len(name) > 5:
                 recover_dir(Path(dirpath) / name[1:-4])
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-
-
-def alloy_version() -> str:
-    """alloy's installed version, read without importing the `alloy` package (training must not import it)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("alloy-robotics")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def list_datasets(prefix: str | None = None) -> list[str]:

@@ -25,6 +25,12 @@ def expand_like(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v
 
 
+def symbolic(n) -> bool:
+    """True for a batch size that is a symbol (`torch.export` tracing a graph for any batch): constants built for it
+    must not be cached under it."""
+    return not isinstance(n, int)
+
+
 @contextlib.contextmanager
 def building_constants():
     """Context for building cached sampler constants: ordinary tensors (never inference tensors, even when the

@@ -17,7 +17,7 @@ import torch
 
 from policies import noise as noise_source
 from policies.config import DiffusionConfig
-from policies.diffusion.base import DenoiseFn, LevelConsts, Process, building_constants, expand_like
+from policies.diffusion.base import DenoiseFn, LevelConsts, Process, building_constants, expand_like, symbolic
 from policies.errors import PolicyError
 from policies.random_source import RandomSource
 
@@ -129,13 +129,15 @@ class DiffusersProcess(Process):
 
     def _step_consts(self, device, batch: int):
         key = (str(device), batch)
-        consts = self._consts.get(key)
+        consts = None if symbolic(batch) else self._consts.get(key)
         if consts is None:
             to = lambda v: None if v is None else v.to(device)  # noqa: E731
             with building_constants():
                 consts = [(StepCoeffs(c.t, to(c.sqrt_beta), to(c.sqrt_alpha), to(c.x0_coeff), to(c.x_coeff),
                                       to(c.noise_std), c.add_noise), torch.full((batch,), float(c.t), device=device))
                           for c in self.steps]
+            if symbolic(batch):
+                return consts
             if len(self._consts) > 256:
                 self._consts.clear()
             self._consts[key] = consts

@@ -16,7 +16,7 @@ import torch
 
 from policies import noise as noise_source
 from policies.config import DiffusionConfig
-from policies.diffusion.base import DenoiseFn, LevelConsts, Process, building_constants, expand_like
+from policies.diffusion.base import DenoiseFn, LevelConsts, Process, building_constants, expand_like, symbolic
 from policies.errors import PolicyError
 from policies.random_source import RandomSource
 
@@ -98,13 +98,15 @@ class EDMProcess(Process):
         """(c_in, level, c_skip, c_out) of `net_input` / `denoised` at a constant sigma for x's batch, computed once
         by those very functions (same values, bit for bit) and reused by every later call at that sigma."""
         key = (sigma, x.shape[0], x.dim(), str(x.device), x.dtype)
-        consts = self._cache.get(key)
+        consts = None if symbolic(x.shape[0]) else self._cache.get(key)
         if consts is None:
             with building_constants():
                 nv = torch.full(x.shape[:1], sigma, device=x.device)
                 _, _, c_in = self.precondition(expand_like(nv, x).to(x.dtype))
                 c_skip, c_out, _ = self.precondition(expand_like(nv, x).float())
                 consts = (c_in, nv.float().log() / 4, c_skip, c_out)
+            if symbolic(x.shape[0]):
+                return consts
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = consts

@@ -26,7 +26,7 @@ import torch
 
 from policies import noise as noise_source
 from policies.config import SchemeConfig
-from policies.diffusion.base import building_constants, expand_like
+from policies.diffusion.base import building_constants, expand_like, symbolic
 from policies.errors import PolicyError
 from policies.schemes.base import Scheme, SchemeHost, take_from_queue
 
@@ -346,10 +346,12 @@ class StreamingScheme(Scheme):
         """Every level-dependent constant of warm-up and replanning for `batch` rows, built once and reused (the
         level patterns of a streaming buffer never change)."""
         key = (id(process), str(device), dtype, batch)
-        plan = self._plans.get(key)
+        plan = None if symbolic(batch) else self._plans.get(key)
         if plan is None or plan.process is not process:
             with building_constants():
                 plan = _StreamPlan(self, process, torch.device(device), dtype, batch)
+            if symbolic(batch):
+                return plan
             if len(self._plans) > 64:
                 self._plans.clear()
             self._plans[key] = plan

@@ -28,7 +28,7 @@ from torch import nn
 
 from policies import noise as noise_source
 from policies.config import SchemeConfig
-from policies.diffusion.base import building_constants
+from policies.diffusion.base import building_constants, symbolic
 from policies.errors import PolicyError
 from policies.schemes.base import Scheme, refill_and_take
 from policies.schemes.streaming import Renoise, Step, level_ladder, noise_to, process_kind, step_to
@@ -228,7 +228,7 @@ class TruncatedScheme(Scheme):
     def _steps(self, process, device, dtype, rows: int):
         """Level constants of the anchor noising and of the `trunc_steps` calls for `rows` = B*K rows (cached)."""
         key = (id(process), str(device), dtype, rows)
-        hit = self._plans.get(key)
+        hit = None if symbolic(rows) else self._plans.get(key)
         if hit is None or hit[0] is not process:
             ladder = self.ladder(process, device)
             n = int(self.cfg.trunc_steps)
@@ -238,6 +238,8 @@ class TruncatedScheme(Scheme):
                 steps = [Step(process, ladder[i].expand(rows), ladder[i - 1].expand(rows), 0.0, like, raw=True)
                          for i in range(n, 0, -1)]
             hit = (process, start, steps)
+            if symbolic(rows):
+                return hit[1], hit[2]
             if len(self._plans) > 64:
                 self._plans.clear()
             self._plans[key] = hit

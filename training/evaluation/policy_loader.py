@@ -9,8 +9,8 @@ One registry of policy loaders, used by evaluation, collection and every other p
    of its config.yaml that a package registered with `register_checkpoint_kind` (the consistency student's
    `consistency:` section is registered by `distill` when it is imported); a plain `Policy.from_pretrained`
    checkpoint otherwise;
-3. any other format added with `register_loader(kind, matches, load)`, matched on the path (the export runtime plugs
-   its artifacts in here).
+3. any other format added with `register_loader(kind, matches, load)`, matched on the path: exported artifacts
+   (`policy.json`, run by `policies.runtime.Runtime`) are registered here.
 
 A package registers its kinds itself, on import, so that nothing here imports a package above `training`
 (docs/ARCHITECTURE.md). Every loader is called as `load(path, device, **sampling)`: `path` a `Path`, `device` the
@@ -109,6 +109,25 @@ def register_checkpoint_kind(section: str, load: Loader, kind: str | None = None
 register_checkpoint_kind("residual", _load_residual)
 
 
+def _is_artifact(path: Path) -> bool:
+    from policies.runtime import is_artifact
+
+    return is_artifact(path)
+
+
+def _load_artifact(path: Path, device: str, **sampling: Any) -> Any:
+    """An exported artifact runs in the torch-free runtime (its sampling settings were fixed at export)."""
+    if sampling:
+        raise TrainingError(f"{' and '.join(sampling)} were fixed when {str(path)!r} was exported; export the "
+                            f"checkpoint again with the settings you want")
+    from policies.runtime import Runtime
+
+    return Runtime(path)
+
+
+register_loader("artifact", _is_artifact, _load_artifact)
+
+
 def registered_kinds() -> list[str]:
     """Every kind `load_policy` accepts now, for messages."""
     return (["teacher", "checkpoint"] + [k for k, _ in _CHECKPOINT_KINDS.values()]
@@ -139,10 +158,8 @@ def load_policy(spec: str | Path, device: str = "auto", action_horizon: int | No
                 raise TrainingError(f"cannot read policy {str(spec)!r} ({type(e).__name__}: {e}); "
                                     f"check the path and its permissions") from None
     if any(path.glob("*.onnx")) or path.suffix == ".onnx":
-        raise TrainingError(
-            f"{str(spec)!r} looks like an exported artifact, which this alloy cannot evaluate yet; "
-            "evaluate the checkpoint directory it was exported from"
-        )
+        raise TrainingError(f"{str(spec)!r} holds ONNX files but no policy.json: pass the artifact directory written "
+                            f"by `alloy export`")
     raise TrainingError(
         f"{str(spec)!r} is not a policy alloy can load (a checkpoint directory holds config.yaml and "
         f"model.safetensors); accepted: {', '.join(registered_kinds())}"

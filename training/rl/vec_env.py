@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from policies.residual import residual_features
+from policies.runtime.features import residual_features
 from training.errors import TrainingError
 from training.rollout.engine import WORKER_LOST, episode_seed, force_close
 
