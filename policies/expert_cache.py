@@ -66,6 +66,8 @@ class ExpertCache:
         self._stamp_checked = False  # inside one engagement (one control step) weights cannot change
         self.hits = 0
         self.misses = 0
+        self._recorded: list | None = None  # export: the entries of one eager pass, in call order
+        self._replay: list | None = None  # export: those entries handed out to the traced pass, in the same order
 
     @staticmethod
     def for_net(net) -> ExpertCache | None:
@@ -148,14 +150,21 @@ class ExpertCache:
     def denoise(self, net, x: torch.Tensor, level: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         from policies.nets.mode import MoDE
 
-        if not self.enabled or torch.is_grad_enabled() or net.training:
-            return MoDE.denoise(net, x, level, ctx)
-        if not self._stamp_checked:
-            self._check_stamp(net)
-            self._stamp_checked = self._engaged
-        entry = self._entry(net, x, level, ctx)
-        if entry is None:
-            return MoDE.denoise(net, x, level, ctx)
+        if self._replay is not None:  # tracing for export: no data may be read, the routing is the recorded one
+            entry = self._replay.pop(0)
+            if entry is None:
+                return MoDE.denoise(net, x, level, ctx)
+        else:
+            if not self.enabled or torch.is_grad_enabled() or net.training:
+                return MoDE.denoise(net, x, level, ctx)
+            if not self._stamp_checked:
+                self._check_stamp(net)
+                self._stamp_checked = self._engaged
+            entry = self._entry(net, x, level, ctx)
+            if self._recorded is not None:
+                self._recorded.append(entry)
+            if entry is None:
+                return MoDE.denoise(net, x, level, ctx)
         route, horizon, b = entry.route, x.shape[1], x.shape[0]
         h = torch.cat([route[:, :1].expand(b, -1, -1), ctx, net.in_proj(x) + net.pos[:, :horizon]], dim=1)
         for block, cached in zip(net.blocks, entry.blocks):
@@ -168,6 +177,33 @@ class ExpertCache:
         return net.head(net.norm(h[:, -horizon:]))
 
     _engaged = False
+
+
+@contextlib.contextmanager
+def recorded(cache: ExpertCache | None):
+    """Keep the entry of every cached call made inside, in order (an eager pass before tracing a graph)."""
+    if cache is None:
+        yield []
+        return
+    cache._recorded = []
+    try:
+        yield cache._recorded
+    finally:
+        cache._recorded = None
+
+
+@contextlib.contextmanager
+def replayed(cache: ExpertCache | None, entries: list):
+    """Hand out `entries` to the cached calls made inside, in order, without looking at any tensor's values: a
+    traced graph (export) then holds the fused experts of exactly the levels the eager pass saw."""
+    if cache is None:
+        yield
+        return
+    cache._replay = list(entries)
+    try:
+        yield
+    finally:
+        cache._replay = None
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from torch import nn
 from policies import noise as noise_source
 from policies.atomic import atomic_dir
 from policies.errors import PolicyError
-from policies.expert_cache import engaged
+from policies.expert_cache import engaged, recorded, replayed
 from policies.runtime.artifact import FORMAT, FORMAT_VERSION, SPEC_FILE, file_sha256
 from policies.version import alloy_version
 
@@ -43,11 +43,13 @@ OPSET = 18
 
 
 class _Graph(nn.Module):
-    """One traced entry point of a policy: `kind` is plan | warm | replan."""
+    """One traced entry point of a policy: `kind` is plan | warm | replan. `routing` holds the MoDE expert-cache
+    entries of an eager pass, replayed call by call while tracing."""
 
     def __init__(self, policy, kind: str, uses_lang: bool):
         super().__init__()
         self.policy, self.kind, self.uses_lang = policy, kind, uses_lang
+        self.routing: list | None = None
 
     def forward(self, hist, *rest):
         p = self.policy
@@ -55,7 +57,8 @@ class _Graph(nn.Module):
         lang = rest.pop(0) if self.uses_lang else None
         buffer = rest.pop(0) if self.kind == "replan" else None
         noise = noise_source.given(rest) if rest else contextlib.nullcontext()  # none given: recording the draws
-        with noise, engaged(p.expert_cache, p.net):
+        routing = replayed(p.expert_cache, self.routing) if self.routing is not None else contextlib.nullcontext()
+        with noise, routing, engaged(p.expert_cache, p.net):
             ctx = p.net.encode(hist, lang)
             b = hist.shape[0]
             if self.kind == "plan":
@@ -77,10 +80,16 @@ class _Actor(nn.Module):
 
 
 def _record_noise(module: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The draws the graph makes for these inputs (their shapes are its noise inputs)."""
+    """The draws the graph makes for these inputs (their shapes are its noise inputs); a MoDE graph also keeps the
+    expert-cache entry of each denoiser call, for the traced pass."""
     rec = noise_source.Recorder()
-    with torch.no_grad(), noise_source.drawn_by(rec):
+    cache = getattr(getattr(module, "policy", None), "expert_cache", None)
+    if isinstance(module, _Graph):
+        module.routing = None  # an eager pass routes for itself
+    with torch.no_grad(), noise_source.drawn_by(rec), recorded(cache) as routing:
         module(*inputs)
+    if isinstance(module, _Graph) and cache is not None:
+        module.routing = list(routing)
     return rec.draws
 
 
@@ -107,7 +116,10 @@ def _export(module: nn.Module, inputs: list[torch.Tensor], names: list[str], out
 
     batch = Dim("batch", min=1, max=65536)
     shapes = [{0: batch * m if m > 1 else batch} for m in multiples]
-    shapes = (shapes[0], tuple(shapes[1:])) if isinstance(module, _Graph) else tuple(shapes)  # forward(hist, *rest)
+    if isinstance(module, _Graph) and len(shapes) > 1:
+        shapes = (shapes[0], tuple(shapes[1:]))  # forward(hist, *rest)
+    else:
+        shapes = tuple(shapes)
     files: dict[str, str] = {}
     module.eval()
     with _quiet():  # (not under no_grad: torch.onnx's decomposition of such a program fails)
@@ -145,6 +157,8 @@ def _diffusion_graphs(policy, out: Path, formats: tuple[str, ...]) -> dict[str, 
     uses_lang = policy.spec.uses_language
     F = sum(policy.spec.obs_dims[k] for k in policy.feature_keys)
     scheme = policy.scheme.cfg.name
+    if scheme == "truncated":
+        policy.scheme._check_fitted()
     kinds = ["warm", "replan"] if scheme == "streaming" else ["plan"]
     graphs: dict[str, Any] = {}
     for kind in kinds:

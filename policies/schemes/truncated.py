@@ -98,6 +98,8 @@ class TruncatedScheme(Scheme):
         self.anchors_fitted.fill_(True)
 
     def _check_fitted(self) -> None:
+        if torch.compiler.is_exporting():  # export checks it before tracing (a buffer's value is not a graph fact)
+            return
         if not bool(self.anchors_fitted):
             raise PolicyError("the truncated scheme's anchors are not fitted; call "
                               "policies.schemes.anchors.fit_policy_anchors(policy, dataset) before training")
