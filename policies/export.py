@@ -213,8 +213,15 @@ def _residual_spec(policy, out: Path, formats: tuple[str, ...]) -> dict[str, Any
     if isinstance(policy.base, ZeroBase):
         raise PolicyError("a specialist trained without a base (base=none) has no base to export; export is for "
                           "residual specialists on an imitation base")
-    (out / "base").mkdir()
-    _write(policy.base, out / "base", formats, {})
+    from policies.runtime import Runtime
+
+    if isinstance(policy.base, Runtime):  # the base is an exported artifact already: it goes in as it is
+        import shutil
+
+        shutil.copytree(policy.base.path, out / "base", ignore=shutil.ignore_patterns(".*"))
+    else:
+        (out / "base").mkdir()
+        _write(policy.base, out / "base", formats, {})
     actor = policy.actor.float().eval()
     feats = torch.randn(2, actor.spec.feature_dim, generator=torch.Generator().manual_seed(0))
     files = _export(_Actor(actor), [feats], ["features"], ["mean", "log_std"], [1], out, "residual", formats)

@@ -26,3 +26,12 @@ class PolicyLike(Protocol):
     def reset(self, mask: Optional[np.ndarray] = None) -> None: ...
 
     def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
+def observation_for(policy, obs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """The part of an env's observation dict a policy declares (`obs_spec`), so that a policy is handed only the
+    keys it knows (and can refuse any other); everything for policies that take any observation (spec None)."""
+    spec = getattr(policy, "obs_spec", None)
+    if not spec or not isinstance(obs, Mapping):
+        return obs
+    return {k: obs[k] for k in spec if k in obs}

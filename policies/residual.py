@@ -31,6 +31,7 @@ from torch import nn
 from policies.atomic import atomic_dir, recover_dir, write_safetensors
 from policies.errors import PolicyError
 from policies.hashing import TRAINING_FILES, policy_sha256
+from policies.interface import observation_for
 from policies.runtime.features import residual_features
 
 FORMAT = "alloy-residual"
@@ -220,7 +221,7 @@ class ResidualPolicy:
     def distribution(self, obs: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Mean (base + scale * deterministic residual) and std (scale * the actor's std) in env units, per env;
         advances the base's per-env state like `act` (call one or the other once per control step)."""
-        base_action = np.asarray(self.base.act(obs), dtype=np.float32)
+        base_action = np.asarray(self.base.act(observation_for(self.base, obs)), dtype=np.float32)
         with torch.inference_mode():
             feats = self.actor.features(obs, base_action)
             mean, log_std = self.actor(feats)

@@ -26,8 +26,12 @@ FIXTURE = Path(__file__).parent / "fixtures" / "composed_configs.json"
 RUN_DEPENDENT = ("run_dir",)  # set from the run directory at run time (empty while composing)
 
 
-def _options(config_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+def _options(config_dir: Path, group: str, command: str = "train") -> list[str]:
+    """A group's options for `command` (experiments declare another command with a `# @command <name>` line)."""
+    def for_command(path: Path) -> bool:
+        marks = [line.split()[-1] for line in path.read_text().splitlines() if line.startswith("# @command ")]
+        return (marks[0] if marks else "train") == command
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml") if group != "experiment" or for_command(p))
 
 
 def cases(config_dir: Path, commands: list[str]) -> dict[str, tuple[str, list[str]]]:
@@ -38,6 +42,8 @@ def cases(config_dir: Path, commands: list[str]) -> dict[str, tuple[str, list[st
     for group in ("policy", "diffusion", "scheme", "experiment"):
         for option in _options(config_dir, group):
             out[f"train {group}={option}"] = ("train", [f"{group}={option}"])
+    for experiment in _options(config_dir, "experiment", "pipeline"):
+        out[f"pipeline experiment={experiment}"] = ("pipeline", [f"experiment={experiment}"])
     for diffusion in _options(config_dir, "diffusion"):  # the MLP picks regression unless diffusion= is given
         out[f"train policy=mlp diffusion={diffusion}"] = ("train", ["policy=mlp", f"diffusion={diffusion}"])
     return out

@@ -1,154 +1,260 @@
-"""`alloy pipeline`: the main job, chaining the stages that exist: collect -> train -> eval.
+"""`alloy pipeline`: the main job, demonstrations to an exported generalist, with a report.
 
-Each stage runs as its own `alloy <stage>` process in `<run_dir>/<stage>/`, exactly as a user would run it, so its
-log, config and outputs are where the stage's docs say. Every stage's config is composed and validated before the
-first stage starts. Demonstrations are reused when the dataset already exists (`reuse_data=true`).
+    collect -> train (the imitation base) -> eval_base (every robot) + eval_planner (the path-heading planner, every
+    robot) -> rl (one residual specialist per robot) -> distill (the generalist, evaluated on every robot and on the
+    variants) -> export (ONNX artifact) -> eval_artifact (every robot) -> report
+
+Each stage is the `alloy` subcommand a user would run, in its own folder. Stages that fan out (one RL job or one
+evaluation per robot) are Hydra multiruns of that subcommand, so Hydra's launcher plugins decide how they run:
+one after another (`launcher=basic`), in parallel processes (`launcher=joblib`, `submitit_local`) or as SLURM jobs
+(`launcher=submitit_slurm`).
+
+Caching by content: a stage's key is a hash of its command, its resolved arguments (which hold its inputs' paths,
+themselves named by their keys), its inputs' keys and alloy's version. Its output lives in `<store>/<stage>/<key>/`
+and counts as done only once `manifest.json` is written there, last; a rerun reuses every stage whose manifest has
+its key, and the run directory links each stage's folder. Changing one stage's settings changes its key and the
+keys of every stage after it, and nothing before it. A stage interrupted halfway has no manifest, so it runs again.
+`stages=[...]` runs a subset (the stages before it must be in the store).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-HELP = "the main job: collect demonstrations, train a policy, evaluate it against its teacher, write a summary"
-STAGES = ("collect", "train", "eval")
+HELP = "the main job: demonstrations -> imitation base -> residual RL specialists -> generalist -> export -> report"
+STAGES = ("collect", "train", "eval_base", "eval_planner", "rl", "distill", "export", "eval_artifact")
+LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
+MANIFEST = "manifest.json"
 
 log = logging.getLogger("alloy.pipeline")
 
 
 @dataclasses.dataclass
 class StageConfig:
-    enabled: bool = True
-    overrides: List[str] = dataclasses.field(default_factory=list)  # extra Hydra overrides for this stage
+    overrides: List[str] = dataclasses.field(default_factory=list)  # Hydra overrides of this stage's command
+
+
+@dataclasses.dataclass
+class VariantConfig:
+    name: str = ""
+    env: str = ""
+    kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    in_range: bool = True
 
 
 @dataclasses.dataclass
 class Config:
-    env: str = "alloy/Nav-Holonomic-v0"  # where demonstrations are collected and the policy is evaluated
-    dataset_name: str = "pipeline"  # dataset id <suite>/<env>/<dataset_name>-v0
-    reuse_data: bool = True  # skip collection when the dataset already exists
-    eval_teacher: bool = True  # also evaluate the teacher on the same episodes, for reference
+    base_robot: str = "holonomic"  # the robot the planner teaches (its demonstrations train the base)
+    robots: List[str] = dataclasses.field(default_factory=lambda: ["holonomic", "diffdrive", "ackermann", "skidsteer"])
+    rl_robots: List[str] = dataclasses.field(default_factory=lambda: ["diffdrive", "ackermann", "skidsteer"])
+    variants: List[VariantConfig] = dataclasses.field(default_factory=list)
+    stages: List[str] = dataclasses.field(default_factory=list)  # a subset to run; empty: all
+    launcher: str = "basic"  # basic | joblib | submitit_local | submitit_slurm (how fanned-out stages run)
+    launcher_overrides: List[str] = dataclasses.field(default_factory=list)  # e.g. hydra.launcher.n_jobs=2
+    store: str = "outputs/pipeline/store"  # content-addressed stage outputs, shared by runs
+    eval_episodes: int = 20  # per robot, in eval_base, eval_planner, eval_artifact
     collect: StageConfig = dataclasses.field(default_factory=StageConfig)
     train: StageConfig = dataclasses.field(default_factory=StageConfig)
-    eval: StageConfig = dataclasses.field(default_factory=StageConfig)
+    eval: StageConfig = dataclasses.field(default_factory=StageConfig)  # every evaluation stage
+    rl: StageConfig = dataclasses.field(default_factory=StageConfig)
+    distill: StageConfig = dataclasses.field(default_factory=StageConfig)
+    export: StageConfig = dataclasses.field(default_factory=StageConfig)
 
 
-def _collect_selection(env: str) -> list[str]:
-    """The `alloy collect` overrides that select exactly `env`."""
-    from envs import nav
-    from training.errors import TrainingError
+def env_of(robot: str) -> str:
+    from envs.nav.embodiments import env_id_for, get_spec
 
-    if env in nav.ENV_IDS:
-        return ["suite=nav", f"embodiment={nav.EMBODIMENTS[list(nav.ENV_IDS).index(env)]}"]
-    if env.startswith("metaworld/"):
-        return ["suite=metaworld_mt50", f"tasks=[{env.split('/', 1)[1]}]"]
-    raise TrainingError(f"the pipeline collects in nav or Meta-World envs, not {env!r}; "
-                        "use env=alloy/Nav-<Embodiment>-v0 or env=metaworld/<task>")
+    get_spec(robot)  # an unknown robot is one clear line
+    return env_id_for(robot)
 
 
-def dataset_id(cfg: DictConfig) -> str:
-    from training.collect import dataset_id_for
+# ---------------------------------------------------------------------------------------------------- stages
+@dataclasses.dataclass
+class Stage:
+    name: str
+    command: str
+    args: list[str]
+    inputs: list[str]  # names of the stages it reads
+    multirun: bool = False
+    key: str = ""
+    dir: Path = Path()
 
-    return dataset_id_for(cfg.env, cfg.dataset_name)
+
+def hydra_value(value: Any) -> str:
+    """A Python value in Hydra's override syntax (strings quoted, dicts and lists nested)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    raise TypeError(f"no Hydra syntax for {type(value).__name__}")
 
 
-def stage_commands(cfg: DictConfig, run_dir: Path) -> dict[str, list[str]]:
-    """Each enabled stage's `alloy` arguments (overrides last, so that the user's win)."""
-    checkpoint = run_dir / "train" / "checkpoints" / "last"
-    seed = f"seed={cfg.seed}"
-    base = {
-        "collect": [*_collect_selection(cfg.env), f"name={cfg.dataset_name}", "overwrite=true", seed],
-        "train": [f"dataset={dataset_id(cfg)}", f"device={cfg.device}", seed],
-        "eval": [f"env={cfg.env}", f"policy={checkpoint}", f"device={cfg.device}", "video=true", seed],
-    }
-    commands = {name: base[name] + list(cfg[name].overrides) for name in STAGES if cfg[name].enabled}
-    if cfg.eval.enabled and cfg.eval_teacher:
-        teacher = [o for o in commands["eval"] if not o.startswith(("policy=", "video="))]
-        commands["eval_teacher"] = ["policy=teacher", "video=false", *teacher]
-    return commands
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(cfg: DictConfig) -> dict[str, Stage]:
+    """Every stage with its arguments and key, in order (a stage's arguments hold its inputs' store paths)."""
+    from policies.version import alloy_version
+
+    store = Path(cfg.store).expanduser().resolve()
+    seed, device = f"seed={cfg.seed}", f"device={cfg.device}"
+    robots = [env_of(r) for r in cfg.robots]
+    stages: dict[str, Stage] = {}
+
+    def add(stage: Stage) -> Stage:
+        stage.key = _hash({"command": stage.command, "args": stage.args, "multirun": stage.multirun,
+                           "inputs": {i: stages[i].key for i in stage.inputs}, "alloy": alloy_version()})
+        stage.dir = store / stage.name / stage.key
+        stages[stage.name] = stage
+        return stage
+
+    collect = add(Stage("collect", "collect", ["suite=nav", f"embodiment={cfg.base_robot}", "overwrite=true", seed,
+                                                *cfg.collect.overrides], []))
+    name = f"pipeline-{collect.key[:10]}"  # the dataset is named by its stage's key: other settings, other data
+    collect.args.insert(2, f"name={name}")
+    dataset = f"nav/{cfg.base_robot}/{name}-v0"
+    train = add(Stage("train", "train", [f"dataset={dataset}", device, seed, *cfg.train.overrides], ["collect"]))
+    base = train.dir / "checkpoints" / "last"
+    evals = [f"episodes={cfg.eval_episodes}", "progress=false", seed, *cfg.eval.overrides]
+    fan = f"env={','.join(robots)}"
+    add(Stage("eval_base", "eval", [f"policy={base}", fan, *evals], ["train"], multirun=True))
+    add(Stage("eval_planner", "eval", ["policy=teacher", fan, "+env_kwargs.teacher_heading=path", *evals], [],
+              multirun=True))
+    rl = add(Stage("rl", "rl", [f"base={base}", f"robot={','.join(cfg.rl_robots)}", "progress=false", device, seed,
+                                *cfg.rl.overrides], ["train"], multirun=True))
+    specialists = [f"{env_of(cfg.base_robot)}={base}"] + [
+        str(rl.dir / r / "checkpoints" / "best") for r in cfg.rl_robots]
+    variants = [dict(name=v.name, env=v.env, kwargs=OmegaConf.to_container(v.kwargs), in_range=v.in_range)
+                for v in cfg.variants]
+    distill = add(Stage("distill", "distill", [
+        "specialists=[" + ",".join(f'"{s}"' for s in specialists) + "]", "compare=false", "progress=false",
+        f"eval_episodes={cfg.eval_episodes}", f"variants={hydra_value(variants)}", device, seed,
+        *cfg.distill.overrides], ["train", "rl"]))
+    generalist = distill.dir / "checkpoints" / "last"
+    export = add(Stage("export", "export", [f"policy={generalist}", seed, *cfg.export.overrides], ["distill"]))
+    artifact = export.dir / "artifact"  # export's default out: <its run dir>/artifact
+    add(Stage("eval_artifact", "eval", [f"policy={artifact}", fan, *evals], ["export"], multirun=True))
+    return stages
+
+
+def _hydra_dir(stage: Stage, cfg: DictConfig) -> list[str]:
+    if not stage.multirun:
+        return [f"hydra.run.dir={stage.dir}"]
+    sub = "${hydra:runtime.choices.robot}" if stage.command == "rl" else "${hydra.job.num}"
+    launcher = [] if cfg.launcher == "basic" else [f"hydra/launcher={cfg.launcher}", *cfg.launcher_overrides]
+    return ["-m", f"hydra.sweep.dir={stage.dir}", f"hydra.sweep.subdir={sub}", *launcher]
 
 
 def check(cfg: DictConfig) -> None:
-    """Compose and validate every stage's config before the first stage starts."""
+    """Compose and validate every stage's config (every job of a fan-out) before the first stage starts."""
     from alloy import cli
+    from alloy.config import ConfigError
+    from training.errors import TrainingError
+
+    if cfg.launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {cfg.launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; the stages are: {', '.join(STAGES)}")
+    if cfg.base_robot not in cfg.robots or any(r not in cfg.robots for r in cfg.rl_robots):
+        raise TrainingError("base_robot and every rl_robots entry must be among robots")
+    if cfg.eval_episodes < 1:
+        raise TrainingError(f"eval_episodes must be >= 1, got {cfg.eval_episodes}")
     from alloy.config import compose, route_value_overrides, validate
     from alloy.paths import config_dir
 
-    for name, args in stage_commands(cfg, Path(cfg.run_dir or "outputs/pipeline/check")).items():
-        command = "eval" if name == "eval_teacher" else name
-        module = importlib.import_module(cli.available_commands()[command])
-        overrides = route_value_overrides(args, tuple(getattr(module, "VALUE_KEYS", ())))
-        stage_cfg = validate(compose(command, overrides, config_dir()), module.Config)
-        stage_check = getattr(module, "check", None)
-        if stage_check is not None and name != "eval":  # eval's checkpoint exists only after training
-            stage_check(stage_cfg)
+    for stage in plan(cfg).values():
+        module = importlib.import_module(cli.available_commands()[stage.command])
+        routed = route_value_overrides(list(stage.args), tuple(getattr(module, "VALUE_KEYS", ())))
+        jobs = cli._sweep_jobs(routed) if stage.multirun else [routed]
+        for job in jobs:
+            validate(compose(stage.command, job, config_dir()), module.Config)
 
 
-def _run_stage(name: str, args: list[str], run_dir: Path) -> float:
+# ---------------------------------------------------------------------------------------------------- running
+def _manifest(stage: Stage) -> dict | None:
+    try:
+        m = json.loads((stage.dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return m if m.get("key") == stage.key else None
+
+
+def _run(stage: Stage, cfg: DictConfig) -> float:
+    from policies.atomic import atomic_write_json
     from training.errors import TrainingError
 
-    command = "eval" if name == "eval_teacher" else name
-    stage_dir = run_dir / name
-    argv = [sys.executable, "-m", "alloy.cli", command, *args, f"hydra.run.dir={stage_dir}"]
-    log.info("stage %s: alloy %s", name, " ".join(args))
+    if stage.dir.exists():  # no manifest: an interrupted run of this stage; nothing in it is trusted
+        shutil.rmtree(stage.dir)
+    stage.dir.mkdir(parents=True)
+    argv = [sys.executable, "-m", "alloy.cli", stage.command, *stage.args, *_hydra_dir(stage, cfg)]
+    log.info("stage %s: alloy %s %s", stage.name, stage.command, " ".join(stage.args))
     start = time.perf_counter()
-    code = subprocess.call(argv)
+    with open(stage.dir / "stage.log", "w") as out:
+        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
     if code != 0:
-        raise TrainingError(f"stage {name} failed (exit {code}); its log is {stage_dir / (command + '.log')}")
-    return time.perf_counter() - start
+        raise TrainingError(f"stage {stage.name} failed (exit {code}); its output is in {stage.dir / 'stage.log'}")
+    atomic_write_json(stage.dir / MANIFEST, {"stage": stage.name, "key": stage.key, "command": stage.command,
+                                             "args": stage.args, "multirun": stage.multirun, "inputs": stage.inputs,
+                                             "seconds": seconds})
+    return seconds
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def summarize(cfg: DictConfig, run_dir: Path, seconds: dict[str, float]) -> dict:
-    """One summary of the run from the stages' own outputs: dataset, training, policy vs teacher success."""
-    summary = {"env": cfg.env, "dataset": dataset_id(cfg), "stage_seconds": seconds}
-    train_metrics = _read_json(run_dir / "train" / "checkpoints" / "last" / "metrics.json")
-    if train_metrics:
-        summary["train"] = train_metrics
-    for name in ("eval", "eval_teacher"):
-        report = _read_json(run_dir / name / "report.json")
-        if report:
-            overall = report["overall"]
-            summary[name] = {k: overall.get(k) for k in ("success_rate", "success_ci", "episodes",
-                                                         "length_mean", "failure_reasons")}
-            summary[name]["latency_ms_per_action_p50"] = report.get("latency_ms", {}).get("per_action", {}).get("p50")
-    lines = [f"# alloy pipeline: {cfg.env}", "", f"dataset `{summary['dataset']}`", "",
-             "| policy | success | 95% CI | episodes | mean length |", "| --- | --- | --- | --- | --- |"]
-    for name, label in (("eval", "trained policy"), ("eval_teacher", "teacher")):
-        if name in summary:
-            s = summary[name]
-            lo, hi = s["success_ci"]
-            lines.append(f"| {label} | {s['success_rate']:.1%} | [{lo:.2f}, {hi:.2f}] | {s['episodes']} | "
-                         f"{s['length_mean']:.1f} |")
-    lines += ["", "| stage | seconds |", "| --- | --- |"] + [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
-    from policies.atomic import atomic_write_json, atomic_write_text
-
-    atomic_write_json(run_dir / "summary.json", summary, newline=False)
-    atomic_write_text(run_dir / "summary.md", "\n".join(lines) + "\n")
-    return summary
+def _link(run_dir: Path, stage: Stage) -> None:
+    link = run_dir / stage.name
+    if link.is_symlink() or link.exists():
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        else:
+            link.unlink()
+    os.symlink(stage.dir, link, target_is_directory=True)
 
 
 def run(cfg: DictConfig) -> None:
-    from training.data import list_datasets
+    from alloy.pipeline_report import write_report
+    from training.errors import TrainingError
 
+    check(cfg)
     run_dir = Path(cfg.run_dir)
-    commands = stage_commands(cfg, run_dir)
-    if "collect" in commands and cfg.reuse_data and dataset_id(cfg) in list_datasets():
-        log.info("reusing dataset %s (reuse_data=false collects it again)", dataset_id(cfg))
-        del commands["collect"]
-    seconds = {name: _run_stage(name, args, run_dir) for name, args in commands.items()}
-    summarize(cfg, run_dir, seconds)
-    print((run_dir / "summary.md").read_text())
-    print(f"results: {run_dir}")
+    stages = plan(cfg)
+    wanted = set(cfg.stages) or set(STAGES)
+    record: dict[str, dict] = {}
+    for name, stage in stages.items():
+        done = _manifest(stage)
+        if done is not None:
+            log.info("stage %s: cached (%s)", name, stage.key)
+            record[name] = {"key": stage.key, "cached": True, "seconds": done.get("seconds"), "dir": str(stage.dir)}
+        elif name in wanted:
+            missing = [i for i in stage.inputs if _manifest(stages[i]) is None]
+            if missing:
+                raise TrainingError(f"stage {name} needs {', '.join(missing)}, which did not run with these settings; "
+                                    f"add them to stages=[...] or leave stages empty")
+            record[name] = {"key": stage.key, "cached": False, "seconds": _run(stage, cfg), "dir": str(stage.dir)}
+        else:
+            continue
+        _link(run_dir, stage)
+    write_report(cfg, run_dir, stages, record)
+    print((run_dir / "report.md").read_text())
+    keys = ", ".join(f"{name} {r['key']}{' (cached)' if r['cached'] else ''}" for name, r in record.items())
+    print(f"report: {run_dir / 'report.html'}; stages: {keys}")

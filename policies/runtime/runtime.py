@@ -210,8 +210,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ residual specialists
     def _act_residual(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        base_obs = {k: arrays[k] for k in self.base.obs_spec}
-        base_action = self.base.act(base_obs)
+        base_action = self.base.act({k: arrays[k] for k in self.base.obs_spec})
         feats = residual_features(arrays, base_action, self._obs_dims, self._obs_scale)
         mean, log_std = self.graphs["residual"]({"features": feats})
         r = self.spec["residual"]

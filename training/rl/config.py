@@ -13,7 +13,7 @@ NO_BASE = "none"
 class PPOConfig:
     """SB3 PPO settings (COMPASS used lr 1e-4, clip 0.2, entropy 0.01, gamma 0.99, lambda 0.95, 32 envs x 256)."""
 
-    n_steps: int = 256  # per env per rollout
+    n_steps: int = 128  # per env per rollout
     batch_size: int = 512
     n_epochs: int = 10
     lr: float = 3e-4
@@ -63,7 +63,7 @@ class RLConfig:
     env: str = ""
     algo: str = "ppo"  # ppo | sac
     total_steps: int = 300_000  # env steps (all envs together)
-    num_envs: int = 8
+    num_envs: int = 16  # more envs amortise the base's per-call cost (it acts for all envs at once)
     workers: int | None = None  # None: one group of envs per core (this process steps the first)
     residual: ResidualConfig = field(default_factory=ResidualConfig)
     net: NetArch = field(default_factory=NetArch)

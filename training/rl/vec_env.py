@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from policies.interface import observation_for
 from policies.runtime.features import residual_features
 from training.errors import TrainingError
 from training.rollout.engine import WORKER_LOST, episode_seed, force_close
@@ -106,7 +107,8 @@ class ResidualVecEnv(VecEnv):
         return seeds
 
     def _base_act(self, obs) -> None:
-        self._base_action = np.asarray(self.base.act(obs), dtype=np.float32).reshape(self._base_action.shape)
+        action = self.base.act(observation_for(self.base, obs))
+        self._base_action = np.asarray(action, dtype=np.float32).reshape(self._base_action.shape)
 
     def _rebuild(self, error: BaseException) -> np.ndarray:
         """A worker died or hung: every running episode ends (as a timeout) and all envs restart on a new vector env."""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policies.interface import observation_for
 from training.errors import TrainingError
 from training.rollout.episode import EpisodeResult
 
@@ -327,7 +328,7 @@ class RolloutEngine:
         for j, (p, ctx) in enumerate(zip(self.actors, self.contexts)):
             t = time.perf_counter()
             with ctx():
-                a = p.act(obs)
+                a = p.act(observation_for(p, obs))
             if j == 0:
                 ms = (time.perf_counter() - t) * 1e3
             a = np.asarray(a, dtype=np.float32)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from policies.interface import observation_for
 from training.errors import TrainingError
 
 
@@ -65,7 +66,7 @@ class RoutedPolicy:
         for p, rows in zip(self.policies, self.rows):
             if not len(rows):
                 continue
-            sub = {k: np.asarray(v)[rows] for k, v in obs.items()}
+            sub = {k: np.asarray(v)[rows] for k, v in observation_for(p, obs).items()}
             a = np.asarray(p.act(sub), dtype=np.float32)
             if out is None:
                 out = np.zeros((n, a.shape[1]), dtype=np.float32)
