@@ -228,7 +228,9 @@ def _residual_spec(policy, out: Path, formats: tuple[str, ...]) -> dict[str, Any
     s = actor.spec
     return {"kind": "residual",
             "residual": {"base": "base", "obs_dims": dict(s.obs_dims), "obs_scale": actor.obs_scale.tolist(),
-                         "scale": float(s.scale), "squash": bool(s.squash), "action_low": list(s.action_low),
+                         "scale": float(s.scale), "squash": bool(s.squash), "normalize": bool(s.normalize),
+                         "clip_obs": float(s.clip_obs), "obs_mean": actor.obs_mean.tolist(),
+                         "obs_var": actor.obs_var.tolist(), "action_low": list(s.action_low),
                          "action_high": list(s.action_high), "algo": s.algo, "embodiment": s.embodiment},
             "graphs": {"residual": {**files, "inputs": ["features"], "outputs": ["mean", "log_std"], "noise": []}}}
 

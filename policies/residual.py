@@ -32,7 +32,7 @@ from policies.atomic import atomic_dir, recover_dir, write_safetensors
 from policies.errors import PolicyError
 from policies.hashing import TRAINING_FILES, policy_sha256
 from policies.interface import observation_for
-from policies.runtime.features import residual_features
+from policies.runtime.features import residual_features, standardize
 
 FORMAT = "alloy-residual"
 FORMAT_VERSION = 1
@@ -60,6 +60,8 @@ class ResidualSpec:
     state_std: bool = False
     algo: str = "ppo"
     embodiment: str = ""  # the robot it was trained for (descriptive: the env id is in `train`)
+    normalize: bool = False  # features standardised by the running statistics of training (obs_mean, obs_var)
+    clip_obs: float = 10.0
 
     def validate(self) -> None:
         if not self.obs_dims:
@@ -114,6 +116,8 @@ class ResidualActor(nn.Module):
         else:
             self.log_std = nn.Parameter(torch.zeros(spec.action_dim))
         self.register_buffer("obs_scale", torch.ones(sum(spec.obs_dims.values())))
+        self.register_buffer("obs_mean", torch.zeros(spec.feature_dim))  # used when spec.normalize
+        self.register_buffer("obs_var", torch.ones(spec.feature_dim))
         nn.init.zeros_(self.mu.weight)  # the specialist starts as its base
         nn.init.zeros_(self.mu.bias)
 
@@ -130,6 +134,8 @@ class ResidualActor(nn.Module):
     def features(self, obs: Mapping[str, Any], base_action: np.ndarray) -> torch.Tensor:
         """(B, F): the scaled observation keys, then the base action (see `residual_features`)."""
         flat = residual_features(obs, base_action, self.spec.obs_dims, self.obs_scale.cpu().numpy())
+        if self.spec.normalize:
+            flat = standardize(flat, self.obs_mean.cpu().numpy(), self.obs_var.cpu().numpy(), self.spec.clip_obs)
         return torch.from_numpy(flat).to(self.obs_scale.device)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,11 @@ import numpy as np
 from policies.errors import PolicyError
 
 
+def standardize(x: np.ndarray, mean: np.ndarray, var: np.ndarray, clip: float) -> np.ndarray:
+    """SB3 VecNormalize's observation map: (x - mean) / sqrt(var + 1e-8), clipped to [-clip, clip]."""
+    return np.clip((x - mean) / np.sqrt(var + 1e-8), -clip, clip).astype(np.float32)
+
+
 def residual_features(obs: Mapping[str, Any], base_action: np.ndarray, obs_dims: Mapping[str, int],
                       obs_scale: np.ndarray) -> np.ndarray:
     """(B, F) float32: each observation key in `obs_dims` order divided by its scale, then the base action. The one

@@ -22,7 +22,7 @@ import numpy as np
 
 from policies.errors import PolicyError
 from policies.runtime.artifact import SPEC_FILE, read_artifact
-from policies.runtime.features import residual_features
+from policies.runtime.features import residual_features, standardize
 
 Graph = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -212,8 +212,11 @@ class Runtime:
     def _act_residual(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         base_action = self.base.act({k: arrays[k] for k in self.base.obs_spec})
         feats = residual_features(arrays, base_action, self._obs_dims, self._obs_scale)
-        mean, log_std = self.graphs["residual"]({"features": feats})
         r = self.spec["residual"]
+        if r.get("normalize"):
+            feats = standardize(feats, np.asarray(r["obs_mean"], np.float32), np.asarray(r["obs_var"], np.float32),
+                                float(r["clip_obs"]))
+        mean, log_std = self.graphs["residual"]({"features": feats})
         residual = np.tanh(mean) if r["squash"] else np.clip(mean, -1.0, 1.0)
         self.last_std = (np.exp(log_std) * float(r["scale"])).astype(np.float32)
         return np.clip(base_action + float(r["scale"]) * residual, self._low, self._high).astype(np.float32)

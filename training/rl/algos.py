@@ -65,17 +65,21 @@ def _actor_modules(model) -> tuple[nn.Sequential, nn.Linear, nn.Module | nn.Para
 
 
 def actor_spec(algo: str, net: NetArch, obs_dims: dict[str, int], low, high, scale: float,
-               embodiment: str) -> ResidualSpec:
+               embodiment: str, normalize: bool = False) -> ResidualSpec:
     return ResidualSpec(obs_dims=dict(obs_dims), action_dim=len(low), action_low=[float(v) for v in low],
                         action_high=[float(v) for v in high], scale=float(scale), hidden=[int(h) for h in net.actor],
                         activation="tanh" if algo == "ppo" else "relu", squash=algo == "sac", state_std=algo == "sac",
-                        algo=algo, embodiment=embodiment)
+                        algo=algo, embodiment=embodiment, normalize=bool(normalize))
 
 
-def extract_actor(model, spec: ResidualSpec, obs_scale: dict[str, np.ndarray]) -> ResidualActor:
-    """A `ResidualActor` with the model's current actor weights (a copy, on the CPU)."""
+def extract_actor(model, spec: ResidualSpec, obs_scale: dict[str, np.ndarray], obs_rms=None) -> ResidualActor:
+    """A `ResidualActor` with the model's current actor weights (a copy, on the CPU); `obs_rms` the running
+    observation statistics of SB3's VecNormalize when the run normalises."""
     actor = ResidualActor(spec)
     actor.set_obs_scale(obs_scale)
+    if obs_rms is not None:
+        actor.obs_mean.copy_(torch.as_tensor(np.asarray(obs_rms.mean, dtype=np.float32)))
+        actor.obs_var.copy_(torch.as_tensor(np.asarray(obs_rms.var, dtype=np.float32)))
     trunk, mu, log_std = _actor_modules(model)
     with torch.no_grad():
         actor.trunk.load_state_dict({k: v.detach().cpu() for k, v in trunk.state_dict().items()})

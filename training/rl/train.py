@@ -98,6 +98,25 @@ def load_base(spec: str, device: str, action_dim: int):
     return base, path, policy_sha256(path)
 
 
+def _rms_tensors(vecnorm) -> dict[str, torch.Tensor]:
+    """VecNormalize's running statistics as tensors (its own `save` pickles)."""
+    out = {}
+    for name, rms in (("obs", vecnorm.obs_rms), ("ret", vecnorm.ret_rms)):
+        out[f"vecnorm.{name}.mean"] = torch.as_tensor(np.asarray(rms.mean, dtype=np.float64))
+        out[f"vecnorm.{name}.var"] = torch.as_tensor(np.asarray(rms.var, dtype=np.float64))
+        out[f"vecnorm.{name}.count"] = torch.tensor(float(rms.count), dtype=torch.float64)
+    out["vecnorm.returns"] = torch.as_tensor(np.asarray(vecnorm.returns, dtype=np.float64))
+    return out
+
+
+def _load_rms(vecnorm, tensors: dict[str, torch.Tensor]) -> None:
+    for name, rms in (("obs", vecnorm.obs_rms), ("ret", vecnorm.ret_rms)):
+        rms.mean = tensors[f"vecnorm.{name}.mean"].numpy().copy()
+        rms.var = tensors[f"vecnorm.{name}.var"].numpy().copy()
+        rms.count = float(tensors[f"vecnorm.{name}.count"])
+    vecnorm.returns = tensors["vecnorm.returns"].numpy().copy()
+
+
 class _LogsWriter(KVWriter):
     """SB3's logger output into the run's CSV + TensorBoard logs (`RunLogs`), keyed by env step."""
 
@@ -142,7 +161,8 @@ class ResidualRL:
         check_policy_matches_env(self.base, self.observation_space, self.action_space, cfg.env)
         self.obs_dims, self.obs_scale = obs_layout(self.observation_space, cfg.residual.obs_keys)
         self.spec = actor_spec(cfg.algo, cfg.net, self.obs_dims, self.action_space.low, self.action_space.high,
-                               cfg.residual.scale, self.embodiment)
+                               cfg.residual.scale, self.embodiment, normalize=cfg.normalize)
+        self.vecnorm = None  # SB3's VecNormalize around the env when cfg.normalize
         self.state_meta: dict[str, Any] = {}
         self.state_tensors: dict[str, torch.Tensor] = {}
         if resume:
@@ -191,7 +211,8 @@ class ResidualRL:
 
     def specialist(self, model, base=None) -> ResidualPolicy:
         """The current specialist (a copy of the actor; `base` defaults to a fresh copy of the frozen base)."""
-        actor = extract_actor(model, self.spec, self.obs_scale)
+        actor = extract_actor(model, self.spec, self.obs_scale,
+                              self.vecnorm.obs_rms if self.vecnorm is not None else None)
         if base is None:
             base = self._fresh_base()
         return ResidualPolicy(base, actor, base_path=self.base_path, base_hash=self.base_hash)
@@ -212,6 +233,8 @@ class ResidualRL:
         tensors, meta = model_state(model)
         rng_t, rng_m = ckpt.rng_state()
         tensors.update(rng_t)
+        if self.vecnorm is not None:
+            tensors.update(_rms_tensors(self.vecnorm))
         state = {"format": STATE_FORMAT, "identity": self._identity(), "model": meta, "rng": rng_m,
                  "next_episode": int(venv.next_episode), "history": self.history[-1000:], "best": self.best,
                  "elapsed_s": self.elapsed}
@@ -244,11 +267,20 @@ class ResidualRL:
                                   cfg.seed, first_episode=int(self.state_meta.get("next_episode", 0)),
                                   explore_ramp=cfg.explore_ramp_steps)
             venv.global_step = start
+            learn_env = venv
+            if cfg.normalize:
+                from stable_baselines3.common.vec_env import VecNormalize
+
+                gamma = cfg.ppo.gamma if cfg.algo == "ppo" else cfg.sac.gamma
+                learn_env = self.vecnorm = VecNormalize(venv, norm_obs=True, norm_reward=True,
+                                                        clip_obs=self.spec.clip_obs, gamma=gamma)
             try:
-                model = build_model(cfg.algo, venv, cfg.net, cfg.ppo, cfg.sac, cfg.seed, self.device)
+                model = build_model(cfg.algo, learn_env, cfg.net, cfg.ppo, cfg.sac, cfg.seed, self.device)
                 if self.state_meta:
                     load_model_state(model, self.state_tensors, self.state_meta["model"])
                     ckpt.set_rng_state(self.state_tensors, self.state_meta["rng"])
+                    if self.vecnorm is not None:
+                        _load_rms(self.vecnorm, self.state_tensors)
                 logs = RunLogs(self.run_dir, start, csv_name="rl_log.csv", prefix="rl")
                 model.set_logger(Logger(str(self.run_dir), [_LogsWriter(logs)]))
                 callback = _RLCallback(self, venv, logs)
