@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 MUJOCO_GL ?= $(shell if [ -n "$$DISPLAY" ]; then :; elif [ -e /proc/driver/nvidia/version ] && ls /dev/nvidia[0-9]* >/dev/null 2>&1; then echo egl; else echo osmesa; fi)
 export MUJOCO_GL
 
-.PHONY: setup demo test test-slow lint system-deps clean
+.PHONY: setup demo test test-slow test-tour lint system-deps clean
 
 setup: $(STAMP) system-deps
 
@@ -49,6 +49,10 @@ lint: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+
+# every command of the README's tour, as written, at toy size (slow; CI runs it once per submission)
+test-tour: setup
+	$(PY) -m pytest -m slow -q tests/test_readme_tour.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -19,6 +19,7 @@ from alloy.paths import config_dir
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 NO_WORK_FLAGS = {"-h", "--help", "-hh", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+HELP_FLAGS = {"-h", "--help"}  # alloy's own help (the command's groups and values); --hydra-help stays Hydra's
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -67,7 +68,7 @@ def print_usage(commands: dict[str, str]) -> None:
         "",
         "Every command takes Hydra overrides (key=value, +key=value, group=option); `--help` lists its options",
         "and config groups, `--cfg job` prints the composed config, `-m` runs a multirun sweep.",
-        "Runs write to outputs/<command>/<timestamp> (override with hydra.run.dir=...).",
+        "Runs write to outputs/<command>/<timestamp> (override with run_dir=... or hydra.run.dir=...).",
     ]
     print("\n".join(lines))
 
@@ -86,14 +87,42 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
-def check_config(name: str, module: ModuleType, overrides: list[str], multirun: bool) -> None:
-    """Compose and validate every job's config; raise ConfigError before anything is written."""
+def check_config(name: str, module: ModuleType, overrides: list[str], multirun: bool, *,
+                 allow_missing: bool = False) -> list[str]:
+    """Compose and validate every job's config; raise ConfigError before anything is written.
+
+    With `allow_missing` (`--cfg job`: printing is not running) a required value left unset is no error; the keys
+    still missing are returned, and the command's own value checks (which may load checkpoints) are skipped."""
+    from alloy.cli_help import check_groups
+
+    check_groups(name, module, overrides, config_dir())
     jobs = _sweep_jobs(overrides) if multirun else [overrides]
     check = getattr(module, "check", None)  # optional: checks of values the schema cannot express
+    missing: list[str] = []
     for job in jobs:
-        cfg = validate(compose(name, job, config_dir()), module.Config)
-        if check is not None:
+        try:
+            cfg = validate(compose(name, job, config_dir()), module.Config)
+        except ConfigError as e:
+            if not (allow_missing and str(e).startswith(MISSING_PREFIX)):
+                raise
+            missing.append(str(e).split("'")[1])
+            continue
+        if check is not None and not allow_missing:  # printing the config is not running the command
             check(cfg)
+    return sorted(set(missing))
+
+
+MISSING_PREFIX = "missing required value '"  # alloy.config.validate's message for a `???` left unset
+
+
+def run_dir_alias(overrides: list[str], multirun: bool) -> list[str]:
+    """`run_dir=<dir>` is where the run writes: Hydra's hydra.run.dir (hydra.sweep.dir for a multirun)."""
+    target = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        out.append(f"{target}={value}" if sep and key.lstrip("+") == "run_dir" else override)
+    return out
 
 
 def _run_hydra(name: str, module: ModuleType, argv: list[str]) -> None:
@@ -152,12 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, _ = get_args_parser().parse_known_args(rest)
         original_overrides = list(args.overrides)
-        args.overrides = route_value_overrides(list(args.overrides), tuple(getattr(module, "VALUE_KEYS", ())))
+        args.overrides = route_value_overrides(run_dir_alias(list(args.overrides), bool(args.multirun)),
+                                               tuple(getattr(module, "VALUE_KEYS", ())))
+        if HELP_FLAGS.intersection(rest):
+            from alloy.cli_help import help_text
+
+            print(help_text(name, module, list(args.overrides), config_dir()))
+            return 0
         modes = [m for m in ("run", "multirun", "cfg", "info", "shell_completion") if getattr(args, m)]
         if len(modes) > 1:
             raise ConfigError(f"use only one of --{', --'.join(m.replace('_', '-') for m in modes)} at a time")
         if not NO_WORK_FLAGS.intersection(rest):
-            check_config(name, module, list(args.overrides), bool(args.multirun))
+            missing = check_config(name, module, list(args.overrides), bool(args.multirun), allow_missing=bool(args.cfg))
+            for key in missing:
+                print(f"note: {key} is required to run: {key}=...", file=sys.stderr)
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,9 @@ group option or a value of the wrong type ends in one line that names the bad ke
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ from omegaconf.errors import (
     OmegaConfBaseException,
     ValidationError,
 )
+
+from policies.config_fields import explain, num, rule_of, violation
 
 
 class ConfigError(ValueError):
@@ -77,7 +82,7 @@ def _apply_routed_values(cfg: DictConfig) -> DictConfig:
 class BaseConfig:
     """Keys every command has (from `configs/_base.yaml`)."""
 
-    seed: int = 0
+    seed: int = num(0, lo=0)
     device: str = "auto"
     run_dir: str = ""
 
@@ -104,9 +109,16 @@ def _valid_keys(schema: Any, full_key: str) -> list[str]:
     return []
 
 
+@functools.cache
+def _structured(config_cls: type) -> tuple[type, DictConfig]:
+    """The command's schema class and its OmegaConf form, built once (merging copies it, never changes it)."""
+    schema_cls = schema_of(config_cls)
+    return schema_cls, OmegaConf.structured(schema_cls)
+
+
 def validate(cfg: DictConfig, config_cls: type) -> DictConfig:
     """Merge the composed config into the typed schema; raise ConfigError with one line on any mismatch."""
-    schema = OmegaConf.structured(schema_of(config_cls))
+    schema_cls, schema = _structured(config_cls)
     cfg = _apply_routed_values(cfg)
     try:
         merged = OmegaConf.merge(schema, cfg)
@@ -125,7 +137,55 @@ def validate(cfg: DictConfig, config_cls: type) -> DictConfig:
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError(f"missing required value '{missing[0]}'; set it on the command line: {missing[0]}=...")
+    check_ranges(merged, schema_cls)
     return merged
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field holds, directly, as Optional[...] or as the items of a list; None for plain values."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (list, typing.Union, types.UnionType) and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+@functools.cache
+def _type_hints(config_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(config_cls)
+
+
+def check_ranges(cfg: Any, config_cls: type, prefix: str = "") -> None:
+    """Check every value of `cfg` against the rule its schema field carries (policies.config_fields), through nested
+    dataclasses and lists of them; raise ConfigError naming the key, the value and what is allowed."""
+    hints = _type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name not in cfg:
+            continue
+        key, rule, inner = f"{prefix}{f.name}", rule_of(f), _dataclass_in(hints.get(f.name))
+        try:
+            value = cfg[f.name]
+            plain = _plain(value) if rule is not None else None
+        except OmegaConfBaseException:
+            continue  # an interpolation resolved only at run time (hydra:...): checked when it runs
+        if rule is not None:
+            bad = violation(plain, rule, key)
+            if bad is not None:
+                raise ConfigError(f"invalid value for '{bad[0]}': {bad[1]!r}; {explain(rule, bad[1])}")
+        if inner is not None and isinstance(value, DictConfig):
+            check_ranges(value, inner, f"{key}.")
+        elif inner is not None and isinstance(value, ListConfig):
+            for i, item in enumerate(value):
+                if isinstance(item, DictConfig):
+                    check_ranges(item, inner, f"{key}[{i}].")
 
 
 def compose(command: str, overrides: list[str], config_dir: Path) -> DictConfig:

@@ -34,7 +34,7 @@ def _fan_out(stage_dir: Path) -> dict[str, dict]:
 
 
 def collect_table(cfg, stages: dict, record: dict) -> tuple[dict, dict]:
-    from alloy.commands.pipeline import env_of
+    from envs.nav.embodiments import env_id_for as env_of
 
     robots = [env_of(r) for r in cfg.robots]
     table: dict[str, dict[str, Any]] = {r: {} for r in robots}

@@ -10,6 +10,6 @@ configure_headless_gl()
 
 from envs import metaworld as _metaworld  # noqa: E402,F401  registers metaworld/<task> with Gymnasium
 from envs.errors import EnvError, WorkerTimeout  # noqa: E402
-from envs.registry import list_env_ids, make_env  # noqa: E402
+from envs.registry import has_teacher, is_gymnasium_id, list_env_ids, make_env  # noqa: E402
 
-__all__ = ["EnvError", "WorkerTimeout", "list_env_ids", "make_env"]
+__all__ = ["EnvError", "WorkerTimeout", "has_teacher", "is_gymnasium_id", "list_env_ids", "make_env"]

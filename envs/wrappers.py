@@ -49,3 +49,20 @@ class FlatObservation(gym.ObservationWrapper):
 
     def observation(self, observation):
         return np.concatenate([np.asarray(observation[k], dtype=np.float32) for k in self.keys])
+
+
+FLAT_KEY = "obs"  # the key under which a flat Box observation reaches policies and datasets
+
+
+class DictObservation(gym.ObservationWrapper):
+    """A Box observation as the Dict `{"obs": Box}`: alloy's policies, datasets and rollouts read named arrays, so a
+    Gymnasium env with a flat observation looks like the others."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            raise EnvError(f"DictObservation needs a Box observation space, got {type(env.observation_space).__name__}")
+        self.observation_space = gym.spaces.Dict({FLAT_KEY: env.observation_space})
+
+    def observation(self, observation):
+        return {FLAT_KEY: observation}

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from policies.config_fields import choice, num
 from policies.errors import PolicyError
 
 NETS = ("dit", "mdt", "mode", "mlp")
@@ -25,30 +26,30 @@ class NetConfig:
     """Denoiser choice and size; fields that a given net does not use are ignored by it."""
 
     name: str = "dit"  # dit | mdt | mode | mlp
-    obs_horizon: int = 2  # To: observation steps the policy sees
-    pred_horizon: int = 16  # Tp: actions predicted per chunk
-    normalizer: str = "limits"  # limits | gaussian
+    obs_horizon: int = num(2, lo=1)  # To: observation steps the policy sees
+    pred_horizon: int = num(16, lo=1)  # Tp: actions predicted per chunk
+    normalizer: str = choice("limits", ("limits", "gaussian"))  # per-dimension [min, max] or mean/std
     obs_keys: list[str] = field(default_factory=list)  # empty: every observation key of the dataset
     language: bool = True  # condition on the instruction embedding when the obs has `lang_key`
     lang_key: str = "task"  # one-hot obs key that indexes the policy's language table
-    d_model: int = 256
-    n_heads: int = 4
-    n_layers: int = 6  # DiT/MoDE blocks, MDT decoder blocks
-    n_enc_layers: int = 2  # MDT goal/obs encoder blocks
-    ffn_mult: int = 4
-    dropout: float = 0.0
+    d_model: int = num(256, lo=1)
+    n_heads: int = num(4, lo=1)
+    n_layers: int = num(6, lo=1)  # DiT/MoDE blocks, MDT decoder blocks
+    n_enc_layers: int = num(2, lo=1)  # MDT goal/obs encoder blocks
+    ffn_mult: int = num(4, lo=1)
+    dropout: float = num(0.0, lo=0, hi=1, hi_open=True)  # a probability
     # MoDE
-    num_experts: int = 4
-    top_k: int = 2
-    balance_weight: float = 0.01
+    num_experts: int = num(4, lo=1)
+    top_k: int = num(2, lo=1)  # experts per token, at most num_experts
+    balance_weight: float = num(0.01, lo=0)
     # MDT
-    foresight_weight: float = 0.1
-    contrastive_weight: float = 0.1
-    contrastive_temperature: float = 0.1
-    state_goal_prob: float = 0.5  # share of samples conditioned on the goal state instead of language
+    foresight_weight: float = num(0.1, lo=0)
+    contrastive_weight: float = num(0.1, lo=0)
+    contrastive_temperature: float = num(0.1, lo=0, lo_open=True)
+    state_goal_prob: float = num(0.5, lo=0, hi=1)  # share of samples conditioned on the goal state, not language
     # MLP
-    mlp_hidden: int = 512
-    mlp_layers: int = 3
+    mlp_hidden: int = num(512, lo=1)
+    mlp_layers: int = num(3, lo=1)
 
 
 @dataclass
@@ -56,20 +57,20 @@ class DiffusionConfig:
     """How noise is added in training and removed at inference; `level` units are documented per process."""
 
     name: str = "ddpm"  # ddpm | ddim | edm | regression
-    num_train_steps: int = 100
-    num_inference_steps: int = 100
+    num_train_steps: int = num(100, lo=1)
+    num_inference_steps: int = num(100, lo=1)
     prediction: str = "epsilon"  # epsilon | sample (ddpm/ddim)
     beta_schedule: str = "squaredcos_cap_v2"
     clip_sample: bool = True
-    clip_sample_range: float = 1.0
-    sigma_data: float = 0.5
-    sigma_min: float = 0.001
-    sigma_max: float = 80.0
-    sigma_loc: float = -0.6931471805599453  # log(0.5): log-logistic training sigmas
-    sigma_scale: float = 0.5
+    clip_sample_range: float = num(1.0, lo=0, lo_open=True)
+    sigma_data: float = num(0.5, lo=0, lo_open=True)
+    sigma_min: float = num(0.001, lo=0, lo_open=True)
+    sigma_max: float = num(80.0, lo=0, lo_open=True)
+    sigma_loc: float = num(-0.6931471805599453)  # log(0.5): log-logistic training sigmas
+    sigma_scale: float = num(0.5, lo=0, lo_open=True)
     sampler: str = "euler"  # euler (= ddim = dpm_solver_1) | dpm_solver_2
     schedule: str = "exponential"  # exponential | karras
-    rho: float = 7.0
+    rho: float = num(7.0, lo=0, lo_open=True)
 
 
 @dataclass
@@ -77,19 +78,24 @@ class SchemeConfig:
     """Which actions are denoised per control step."""
 
     name: str = "chunk"
-    action_horizon: int = 8  # Ta: actions executed from each chunk
+    action_horizon: int = num(8, lo=1)  # Ta: actions executed from each chunk
     # streaming: a rolling buffer whose noise level rises chunk by chunk along the horizon
-    stream_chunks: int = 0  # noise chunks of Ta actions after the current step; 0: as many as fit in Tp-To+1
-    stream_calls: int = 1  # denoiser calls per replanning; the buffer has stream_chunks * stream_calls levels
-    stream_constant_prob: float = 0.1  # share of training samples with one level over the whole buffer
+    stream_chunks: int = num(0, lo=0)  # noise chunks of Ta actions after the current step; 0: as many as fit in
+    #                                    Tp-To+1
+    stream_calls: int = num(1, lo=1)  # denoiser calls per replanning; the buffer has stream_chunks * stream_calls
+    #                                   levels
+    stream_constant_prob: float = num(0.1, lo=0, hi=1)  # share of training samples with one level over the buffer
     # truncated: denoise k-means anchors from a small noise level, execute the best-scoring mode
-    num_anchors: int = 20
-    trunc_fraction: float = 0.05  # noise band as a fraction of the process's range (t < 0.05 T under DDPM)
-    trunc_steps: int = 2  # denoiser calls per replanning (each over all anchors at once)
-    score_weight: float = 1.0  # weight of the mode classification loss
-    train_modes: int = 0  # anchors denoised per training sample (the positive one + random others); 0: all
-    select: str = "denoised"  # denoised: score every denoised mode (DiffusionDrive); prior: score the anchors from
-    #                           the context alone, then denoise only the chosen one (batch B instead of B*K)
+    num_anchors: int = num(20, lo=1)
+    trunc_fraction: float = num(0.05, lo=0, hi=1, lo_open=True)  # noise band as a fraction of the process's
+    #                                                              range (t < 0.05 T under DDPM)
+    trunc_steps: int = num(2, lo=1)  # denoiser calls per replanning (each over all anchors at once)
+    score_weight: float = num(1.0, lo=0)  # weight of the mode classification loss
+    train_modes: int = num(0, lo=0)  # anchors denoised per training sample (the positive one + random others);
+    #                                  0: all
+    # denoised: score every denoised mode (DiffusionDrive); prior: score the anchors from the context alone, then
+    # denoise only the chosen one (batch B instead of B*K)
+    select: str = choice("denoised", ("denoised", "prior"))
 
 
 @dataclass

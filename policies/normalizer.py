@@ -23,7 +23,8 @@ _MIN_SPREAD = 1e-4
 def _as_tensor(value, name: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(value, dtype=np.float64)).reshape(-1)
     if not torch.isfinite(t).all():
-        raise PolicyError(f"normaliser statistic '{name}' contains NaN or inf; recompute the dataset statistics")
+        raise PolicyError(f"normaliser statistic '{name}' contains NaN or inf: the data it was computed from holds "
+                          f"NaN or inf values, which new statistics cannot fix; clean or re-collect that data")
     return t
 
 

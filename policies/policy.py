@@ -41,6 +41,20 @@ def _device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def _numeric(key: str, value: Any, spec: str) -> np.ndarray:
+    """`value` as float32, or a PolicyError when it holds no numbers (strings, objects, complex values)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise PolicyError(f"observation '{key}' is not an array ({e}); the policy expects {spec}") from None
+    if arr.dtype.kind not in "biuf":
+        raise PolicyError(f"observation '{key}' is not numeric (dtype {arr.dtype}); the policy expects float "
+                          f"arrays {spec}")
+    return arr.astype(np.float32, copy=False)
+
+
 class Policy(nn.Module):
     def __init__(self, spec: PolicySpec):
         super().__init__()
@@ -178,21 +192,33 @@ class Policy(nn.Module):
         self._fresh |= mask
         self.scheme.reset(self._fresh.shape[0], mask)
 
+    def obs_spec_text(self) -> str:
+        """The observation spec act() takes, for messages: `{state: (B, 39), task: (B, 50)}`."""
+        return "{" + ", ".join(f"{k}: (B, {d})" for k, d in self.spec.obs_dims.items()) + "}"
+
     def _validate(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Float32 (B, dim) arrays of exactly the policy's keys; PolicyError naming the expected spec otherwise (an
+        unknown key is refused: the caller hands over `policies.interface.observation_for(policy, obs)`)."""
+        spec = self.obs_spec_text()
         if not isinstance(obs, Mapping):
-            raise PolicyError(f"act() takes a dict of observation arrays, got {type(obs).__name__}")
+            raise PolicyError(f"act() takes a dict of observation arrays {spec}, got {type(obs).__name__}")
+        extra = sorted(str(k) for k in obs if k not in self.spec.obs_dims)
+        if extra:
+            raise PolicyError(f"observation has unexpected key(s) {', '.join(extra)}; the policy expects {spec} "
+                              f"(pass policies.interface.observation_for(policy, obs) to keep only its keys)")
         out, batch = {}, None
         for key, dim in self.spec.obs_dims.items():
             if key not in obs:
-                raise PolicyError(f"observation lacks key '{key}'; the policy expects keys {', '.join(self.spec.obs_dims)}")
-            value = obs[key]
-            if isinstance(value, torch.Tensor):
-                value = value.detach().cpu().numpy()
-            arr = np.asarray(value, dtype=np.float32)
+                raise PolicyError(f"observation lacks key '{key}'; the policy expects keys "
+                                  f"{', '.join(self.spec.obs_dims)}: {spec}")
+            arr = _numeric(key, obs[key], spec)
             if arr.ndim != 2 or arr.shape[1] != dim or (batch is not None and arr.shape[0] != batch):
                 expect = f"({batch if batch is not None else 'B'}, {dim})"
                 raise PolicyError(f"observation '{key}' has shape {arr.shape} but the policy expects {expect}; "
-                                  f"pass batched arrays (num_envs, dim)")
+                                  f"pass batched arrays (num_envs, dim): {spec}")
+            if arr.shape[0] == 0:
+                raise PolicyError(f"observation '{key}' is an empty batch {arr.shape}; act() needs at least one env: "
+                                  f"{spec}")
             if not np.isfinite(arr).all():
                 raise PolicyError(f"observation '{key}' contains NaN or inf; check the env or its wrappers")
             batch = arr.shape[0]

@@ -260,3 +260,55 @@ def test_dataset_reader_recovers_a_rollback_left_on_disk(tmp_path):
     os.replace(folder / "teacher-v0", folder / ".teacher-v0.old")
     assert read_episodes(dataset_id).lengths.tolist() == [6, 6]
     assert (folder / "teacher-v0").is_dir() and leftovers(folder, "teacher-v0") == []
+
+
+# ---------------------------------------------------------------------------------------------------- readers
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_load_policy_rolls_back_a_checkpoint_left_as_old(tmp_path):
+    from test_policy_checkpoint import fitted_policy
+
+    from training.evaluation.policy_loader import load_policy
+
+    p = tmp_path / "last"
+    fitted_policy("mlp").save_pretrained(p)
+    os.replace(p, tmp_path / ".last.old")  # a writer died between its two renames
+    assert load_policy(str(p), device="cpu").action_dim == fitted_policy("mlp").action_dim  # was: does not exist
+    assert p.is_dir() and leftovers(tmp_path, "last") == []
+
+
+def test_alloy_eval_recovers_a_checkpoint_left_as_old(tmp_path, capsys):
+    from alloy import cli
+    from policies import DiffusionConfig, NetConfig, PolicySpec, SchemeConfig
+
+    spec = PolicySpec(obs_dims={"state": 39}, action_dim=4,
+                      net=NetConfig(name="mlp", language=False, pred_horizon=4, mlp_hidden=16, mlp_layers=1),
+                      diffusion=DiffusionConfig(name="regression"), scheme=SchemeConfig(action_horizon=2))
+    last = tmp_path / "run" / "checkpoints" / "last"
+    Policy(spec).save_pretrained(last)
+    (last.parent / f".last.tmp-{dead_writer_tag()}-x").mkdir()  # a dead writer's temp folder
+    os.replace(last, last.parent / ".last.old")
+    code = cli.main(["eval", f"policy={last}", "env=metaworld/reach-v3", "episodes=1", "num_envs=1",
+                     "asynchronous=false", "max_episode_steps=3", "progress=false", "device=cpu",
+                     f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert code == 0, capsys.readouterr().err  # was: "policy ... does not exist"
+    assert json.loads((tmp_path / "eval/report.json").read_text())["overall"]["episodes"] == 1
+    assert last.is_dir() and leftovers(last.parent, "last") == []
+
+
+def dead_writer_tag() -> str:
+    """A writer tag of this host naming a process that has exited."""
+    return f"{writer_tag().rsplit('-', 1)[0]}-{_dead_pid()}"
+
+
+def test_listing_datasets_removes_dead_writers_staging_folders(tmp_path):
+    write_dataset("test/list/teacher-v0", _episodes(3), {"suite": "test"}, **SPACES)
+    staging = tmp_path / "data" / ".staging"
+    dead, alive = staging / f"{dead_writer_tag()}-abc", staging / f"{writer_tag()}-def"
+    (dead / "test").mkdir(parents=True)
+    alive.mkdir()
+    assert list_datasets() == ["test/list/teacher-v0"]
+    assert not dead.exists() and alive.is_dir()  # was: left behind until the next write_dataset

@@ -1,5 +1,6 @@
 """Files written for others to hash are byte-identical for identical content, whatever the process: a seeded policy,
-a training checkpoint and the JSON / npz helpers, each written by two interpreters with different hash seeds."""
+a training checkpoint, the JSON / npz helpers and a dataset's cached statistics, each written by two interpreters
+with different hash seeds (the dataset's files with different modification times)."""
 
 import hashlib
 import io
@@ -37,25 +38,42 @@ save_checkpoint(out + "/checkpoints/last", policy, policy, opt, {{"step": 7, "em
                 {{"step": 7, "loss": 0.25}}, {{"trainer": {{"lr": 0.001, "max_steps": 10}}, "seed": 0}})
 atomic_write_json(out + "/manifest.json", {{"b": 1, "a": {{"z": [1, 2], "y": "x"}}}})
 atomic_write_npz(out + "/alloy_stats.npz", {{"state/min": np.arange(3.0), "state/count": np.asarray(4, np.int64)}})
+
+# the statistics training caches beside a dataset, of the same data files with another modification time (as a copy
+# of the dataset made elsewhere has)
+import os, shutil
+from training.data import STATS_FILE, dataset_stats
+from training.datasets_io import dataset_dir
+folder = dataset_dir({dataset!r})
+(folder / STATS_FILE).unlink(missing_ok=True)
+for f in (folder / "data").glob("*"):
+    os.utime(f, ns=({mtime_ns}, {mtime_ns}))
+dataset_stats({dataset!r})
+shutil.copy(folder / STATS_FILE, out + "/dataset_stats.npz")
 """
+DATASET = "test/stable/teacher-v0"
 
 
-def write_everything(out: Path, hash_seed: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
-    code = WRITE_ALL.format(tests=str(TESTS), out=str(out))
+def write_everything(out: Path, hash_seed: str, data: Path, mtime_ns: int) -> dict[str, str]:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "ALLOY_DATA_DIR": str(data)}
+    code = WRITE_ALL.format(tests=str(TESTS), out=str(out), dataset=DATASET, mtime_ns=mtime_ns)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def test_same_content_same_bytes_in_two_processes(tmp_path):
-    a = write_everything(tmp_path / "a", "0")
-    b = write_everything(tmp_path / "b", "12345")
+def test_same_content_same_bytes_in_two_processes(tmp_path, monkeypatch):
+    from test_train_resume import write_synthetic
+
+    monkeypatch.setenv("ALLOY_DATA_DIR", str(tmp_path / "data"))
+    write_synthetic(DATASET, episodes=2, T=8)
+    a = write_everything(tmp_path / "a", "0", tmp_path / "data", 1_600_000_000 * 10**9)
+    b = write_everything(tmp_path / "b", "12345", tmp_path / "data", 1_700_000_000 * 10**9)
     expected = {"policy/config.yaml", "policy/model.safetensors", "checkpoints/last/config.yaml",
                 "checkpoints/last/model.safetensors", "checkpoints/last/train_state.safetensors",
                 "checkpoints/last/train_state.json", "checkpoints/last/metrics.json", "manifest.json",
-                "alloy_stats.npz"}
+                "alloy_stats.npz", "dataset_stats.npz"}
     assert set(a) == expected
     assert {k for k in a if a[k] != b[k]} == set()
 

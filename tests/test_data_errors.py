@@ -134,3 +134,41 @@ def test_alloy_metadata_is_stored_in_minari_metadata():
     meta = open_dataset("test/a/x-v0").storage.metadata
     assert meta["alloy"] == {"suite": "test"}
     assert json.loads(json.dumps(meta["alloy"])) == meta["alloy"]
+
+
+def test_nan_in_the_data_names_the_dataset_key_and_episodes_and_says_to_recollect(tmp_path, capsys):
+    """Was: "normaliser statistic 'state.min' contains NaN or inf; recompute the dataset statistics", which cannot
+    fix data that holds NaN."""
+    from alloy import cli
+
+    _write("test/nan/x-v0", lengths=(4, 5, 6))
+    eps = []
+    for i, T in enumerate((4, 5, 6)):
+        state = np.arange((T + 1) * 3, dtype=np.float32).reshape(T + 1, 3)
+        if i == 1:
+            state[2, 1] = np.nan
+        eps.append(Episode(observations={"state": state}, actions=np.zeros((T, 2), np.float32), rewards=np.zeros(T),
+                           terminations=np.r_[np.zeros(T - 1, bool), True], truncations=np.zeros(T, bool)))
+    compute_stats("test/nan/x-v0")  # statistics cached from the clean data, then the data is replaced
+    write_dataset("test/nan/x-v0", eps, {"suite": "test"}, overwrite=True,
+                  observation_space=spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (3,), np.float32)}),
+                  action_space=spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(DatasetError) as e:
+        WindowDataset("test/nan/x-v0", obs_horizon=2, pred_horizon=2)
+    message = _one_line(e)
+    assert "'test/nan/x-v0'" in message and "'state'" in message and "episode(s) 1 of 3" in message
+    assert "re-collect" in message and "recompute" not in message
+    code = cli.main(["train", "dataset=test/nan/x-v0", "policy=mlp", "policy.pred_horizon=2",
+                     "scheme.action_horizon=1", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0] == f"error: {message}"
+
+
+def test_normaliser_statistics_with_nan_do_not_advise_recomputing():
+    from policies.errors import PolicyError
+    from policies.normalizer import Normalizer
+
+    with pytest.raises(PolicyError) as e:
+        Normalizer({"state": 2}).fit({"state": {"min": [0.0, np.nan], "max": [1.0, 1.0]},
+                                      "action": {"min": [0.0], "max": [1.0]}})
+    assert "recompute" not in str(e.value) and "re-collect" in str(e.value)

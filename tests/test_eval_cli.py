@@ -126,7 +126,7 @@ def test_load_policy_dispatch(tmp_path, checkpoint):
     with pytest.raises(TrainingError, match="not a policy alloy can load"):
         load_policy(tmp_path)
     (tmp_path / "policy.onnx").write_bytes(b"")
-    with pytest.raises(TrainingError, match="exported artifact"):
+    with pytest.raises(TrainingError, match="no policy.json"):
         load_policy(tmp_path)
     marker = object()
     register_loader("test-artifact", lambda p: (p / "policy.onnx").is_file(), lambda p, device, **sampling: marker)

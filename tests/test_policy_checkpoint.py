@@ -130,6 +130,23 @@ def test_act_validates_keys_shapes_and_nan():
         policy.act(bad)
 
 
+def test_act_refuses_empty_batches_non_numeric_arrays_and_unknown_keys_naming_the_spec():
+    policy = fitted_policy()
+    spec = f"{{state: (B, {DS}), task: (B, {TASKS})}}"
+    cases = [
+        ({"state": np.zeros((0, DS)), "task": np.zeros((0, TASKS))}, "'state' is an empty batch"),  # was IndexError
+        ({"state": np.full((2, DS), "a"), "task": obs(2)["task"]}, "'state' is not numeric (dtype <U1)"),  # ValueError
+        ({"state": [[1.0, 2.0], [3.0]], "task": obs(2)["task"]}, "'state' is not an array"),
+        ({**obs(2), "lidar": np.zeros((2, 8))}, "unexpected key(s) lidar"),  # was ignored silently
+    ]
+    for bad, words in cases:
+        with pytest.raises(PolicyError) as e:
+            policy.act(bad)
+        message = str(e.value)
+        assert words in message and spec in message and "\n" not in message, message
+    assert policy.act({k: v.astype(np.float64) for k, v in obs(2).items()}).shape == (2, DA)  # any real dtype
+
+
 def test_history_chunking_and_per_env_reset():
     policy = fitted_policy("dit", "ddim")
     o = obs(2)

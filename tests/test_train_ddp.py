@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
                           DiffusionConfig(name=process, num_inference_steps=5), SchemeConfig(action_horizon=4))
     trainer = Trainer(policy, ds, TrainerConfig(max_steps=3, batch_size=32, grad_clip=0.0, progress=False),
                       out + "/run", torch.device("cpu"), seed=3)
-    for i, batch in enumerate(trainer._loader()):
+    for i, batch in enumerate(trainer._loader(3)):
         trainer.train_step(batch)  # gradients of step i stay in .grad until the next step
         if i == 1:
             break

@@ -108,6 +108,12 @@ def save_checkpoint(path: str | Path, ema_policy, model: torch.nn.Module, optimi
     return Path(path)
 
 
+def existing_checkpoints(ckpt_dir: str | Path) -> list[str]:
+    """The checkpoints (`last`, `best`) a run's `checkpoints/` holds, after the recovery rule (a write killed
+    between its two renames still counts: its `.last.old` is renamed back)."""
+    return [name for name in ("last", "best") if recover_dir(Path(ckpt_dir) / name).is_dir()]
+
+
 def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and JSON of a checkpoint's training state; TrainingError when missing or unreadable."""
     from safetensors import SafetensorError

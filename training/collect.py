@@ -64,7 +64,40 @@ def dataset_id_for(env_id: str, name: str) -> str:
 
     if env_id in nav.ENV_IDS:
         return f"nav/{nav.EMBODIMENTS[list(nav.ENV_IDS).index(env_id)]}/{name}-v0"
-    raise TrainingError(f"no dataset naming rule for env {env_id!r}; collect in a Meta-World or nav env")
+    from envs import is_gymnasium_id
+
+    if is_gymnasium_id(env_id):
+        return f"{GYM_NAMESPACE}/{env_id}/{name}-v0"
+    raise TrainingError(f"no dataset naming rule for env {env_id!r}; collect in a Meta-World, nav or registered "
+                        f"Gymnasium env")
+
+
+GYM_NAMESPACE = "gym"  # datasets of registered Gymnasium envs: gym/<env id>/<name>-v0
+
+
+def _single_env(env: str, tasks: Sequence[str], embodiment: str, teacher: str) -> tuple[list[str], str]:
+    """`env=<id>`: one alloy or registered Gymnasium env id instead of a suite; (env ids, suite label)."""
+    from envs import has_teacher, is_gymnasium_id
+    from envs.suites import suite_of
+    from training.evaluation.envs_spec import resolve_env_ids
+
+    if tasks or embodiment:
+        raise TrainingError(f"env={env} selects one env: drop tasks=/embodiment= (they narrow a suite=)")
+    ids = resolve_env_ids(env)
+    if len(ids) != 1:
+        raise TrainingError(f"env={env} is a suite: pass suite={env} (env= takes one env id)")
+    if teacher == ENV_TEACHER and not has_teacher(ids[0]):
+        raise TrainingError(f"{ids[0]} has no teacher of its own (only alloy's nav and Meta-World envs do): pass "
+                            f"teacher=<saved policy dir>")
+    return ids, ("gymnasium" if is_gymnasium_id(ids[0]) else suite_of(ids[0]))
+
+
+def reports_success(env_id: str, env_kwargs: dict[str, Any]) -> bool:
+    """Whether the env says when an episode succeeded (`is_success` in its step info), probed with one step."""
+    env = _env(env_id, env_kwargs)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    return "is_success" in info
 
 
 def select_targets(
@@ -75,12 +108,18 @@ def select_targets(
     name: str = "",
     env_kwargs: dict[str, Any] | None = None,
     stop_on_success: bool = True,
+    env: str = "",
 ) -> list[Target]:
-    """The envs to collect in: the suite's, narrowed to Meta-World `tasks` or one nav `embodiment`."""
+    """The envs to collect in: the suite's, narrowed to Meta-World `tasks` or one nav `embodiment`; or the one
+    `env` (an alloy or registered Gymnasium env id), which replaces the suite."""
     from envs.errors import EnvError
     from envs.suites import suite_env_ids
 
-    env_ids = suite_env_ids(suite)
+    if env:
+        env_ids, suite = _single_env(env, tasks, embodiment, teacher)
+        tasks, embodiment = (), ""
+    else:
+        env_ids = suite_env_ids(suite)
     if tasks:
         if not suite.startswith("metaworld"):
             raise TrainingError(f"tasks= selects Meta-World tasks but suite={suite}; use suite=metaworld_mt50 tasks=[...]")
@@ -110,6 +149,40 @@ def select_targets(
         except EnvError as e:
             raise TrainingError(str(e)) from None
     return targets
+
+
+def nav_teacher_heading(env_id: str, env_kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """(robot, heading mode) when `env_id` is a nav robot whose planner heading cannot be followed (it cannot strafe
+    and the heading is not `path`); None otherwise."""
+    from envs import nav
+    from envs.nav.embodiments import get_spec
+
+    if env_id not in nav.ENV_IDS:
+        return None
+    robot = nav.EMBODIMENTS[list(nav.ENV_IDS).index(env_id)]
+    heading = str(env_kwargs.get("teacher_heading", "goal"))
+    return None if get_spec(robot).can_strafe or heading == "path" else (robot, heading)
+
+
+def low_yield_advice(env_id: str, env_kwargs: dict[str, Any], teacher: str = ENV_TEACHER) -> str:
+    """What to do when a teacher keeps few episodes: the cause is a teacher that does not fit the env, which more
+    attempts (max_attempts_factor) do not fix."""
+    if teacher != ENV_TEACHER:
+        return (f"the saved policy {teacher!r} fails often in this env: collect with a teacher that succeeds here, or "
+                f"pass only_success=false to keep failed episodes too")
+    misfit = nav_teacher_heading(env_id, env_kwargs)
+    if misfit is not None:
+        robot, heading = misfit
+        return (f"the nav planner commands a holonomic robot and teacher_heading={heading} moves it sideways, which "
+                f"{robot} cannot do: add +env_kwargs.teacher_heading=path (face the direction of travel: about 100% on "
+                f"diffdrive and skidsteer, 50% on ackermann), or use a residual specialist (alloy rl) as teacher=<dir>")
+    from envs import nav
+
+    if env_id in nav.ENV_IDS and str(env_kwargs.get("teacher_heading", "goal")) == "path":
+        return ("the planner (holonomic commands, even with teacher_heading=path) does not fit this robot well: raise "
+                "max_attempts_factor to keep enough of its successes, or use a residual specialist (alloy rl) as "
+                "teacher=<dir>")
+    return "the teacher does not fit this env (or its kwargs) well; max_attempts_factor only helps when failures are rare"
 
 
 def episode_seed(base_seed: int, env_id: str, episode: int) -> int:
@@ -258,13 +331,11 @@ def collect(
             for ep in result.episodes:
                 ep.infos = {}  # the engine's bookkeeping is not dataset content
 
-    for r in results:
+    for target, r in zip(targets, results):
         if r.kept < episodes:
-            log.warning(
-                "%s: kept %d of %d episodes: the teacher succeeded in only %d of %d rollouts. A teacher that fails "
-                "this often does not fit this env (the nav planner commands a holonomic robot: see the README's "
-                "teacher settings for the other robots); max_attempts_factor only helps when failures are rare",
-                r.env_id, r.kept, episodes, r.successes, r.attempts)
+            log.warning("%s: kept %d of %d episodes: the teacher succeeded in only %d of %d rollouts; %s",
+                        r.env_id, r.kept, episodes, r.successes, r.attempts,
+                        low_yield_advice(target.env_id, target.env_kwargs, teacher))
     _write_all(targets, results, seed, teacher, only_success, embed_instructions, overwrite)
     return results
 
@@ -318,7 +389,13 @@ def _env_spec(target: Target):
         spec = gym.spec(target.env_id)
     except gym.error.Error:
         return None
-    return dataclasses.replace(spec, kwargs={**spec.kwargs, **target.env_kwargs})
+    from envs import is_gymnasium_id
+
+    kwargs = {**spec.kwargs, **target.env_kwargs}
+    steps = spec.max_episode_steps
+    if is_gymnasium_id(target.env_id) and "max_episode_steps" in kwargs:  # gym.make's argument, not the env's
+        steps = kwargs.pop("max_episode_steps")
+    return dataclasses.replace(spec, kwargs=kwargs, max_episode_steps=steps)
 
 
 def _write_all(targets, results, seed, teacher, only_success, embed_instructions, overwrite) -> None:

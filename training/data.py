@@ -52,15 +52,45 @@ STATE_KEY = "state"
 
 
 def _fingerprint(dataset_id: str) -> np.ndarray:
-    """Identifies the data the statistics were computed from: size and modification time of the data file."""
-    files = sorted((dataset_dir(dataset_id) / "data").glob("*"))
-    return np.asarray([int(f.stat().st_size) for f in files] + [int(f.stat().st_mtime_ns) for f in files], np.int64)
+    """Identifies the data the statistics were computed from: a SHA-256 of the data files' names and bytes (cheap
+    beside reading them, which training does anyway), so the statistics file depends on the content only, not on
+    when or where the dataset was written or copied."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(p for p in (dataset_dir(dataset_id) / "data").glob("*") if p.is_file()):
+        digest.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return np.frombuffer(digest.digest(), dtype=np.uint8).copy()
 
 
-def _stats_of(arrays: EpisodeArrays) -> dict[str, dict[str, np.ndarray]]:
+def _bad_episodes(values: np.ndarray, starts: np.ndarray) -> list[int]:
+    """Indices of the episodes (rows from `starts` on) holding a NaN or inf."""
+    rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    return sorted({int(i) for i in np.searchsorted(starts, rows, side="right") - 1})
+
+
+def _check_finite(name: str, columns: dict[str, np.ndarray], arrays: EpisodeArrays) -> None:
+    """DatasetError naming the dataset, the key and the episodes when the data holds NaN or inf: no normaliser or
+    training can use it, and recomputing statistics cannot fix it."""
+    for key, values in columns.items():
+        if np.isfinite(values).all():
+            continue
+        starts = arrays.action_starts if key == "action" else arrays.obs_starts
+        episodes = _bad_episodes(values, starts)
+        shown = ", ".join(map(str, episodes[:5])) + (", ..." if len(episodes) > 5 else "")
+        raise DatasetError(f"dataset {name!r} has NaN or inf values in '{key}' (episode(s) {shown} of "
+                           f"{len(arrays.lengths)}); re-collect it (alloy collect ... overwrite=true) or drop those "
+                           f"episodes, and check the env or teacher that produced them")
+
+
+def _stats_of(arrays: EpisodeArrays, name: str = "in memory") -> dict[str, dict[str, np.ndarray]]:
     out = {}
     columns = dict(arrays.observations)
     columns["action"] = arrays.actions
+    _check_finite(name, columns, arrays)
     for key, values in columns.items():
         v = values.astype(np.float64)
         out[key] = {
@@ -74,20 +104,12 @@ def _stats_of(arrays: EpisodeArrays) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _save_stats(dataset_id: str, stats: dict[str, dict[str, np.ndarray]]) -> None:
-    import os
-    import tempfile
+    """Atomically, and byte-stable: the same statistics of the same files give the same bytes in any process."""
+    from policies.atomic import atomic_write_npz
 
-    path = dataset_dir(dataset_id) / STATS_FILE
     flat = {f"{key}/{name}": value for key, entry in stats.items() for name, value in entry.items()}
     flat["__fingerprint__"] = _fingerprint(dataset_id)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **flat)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp) if os.path.exists(tmp) else None
-        raise
+    atomic_write_npz(dataset_dir(dataset_id) / STATS_FILE, flat)
 
 
 def _load_stats(dataset_id: str) -> dict[str, dict[str, np.ndarray]] | None:
@@ -110,8 +132,10 @@ def _load_stats(dataset_id: str) -> dict[str, dict[str, np.ndarray]] | None:
 def dataset_stats(dataset_id: str, arrays: EpisodeArrays | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per-key statistics of one dataset (with `count`), computed once and saved beside the dataset."""
     stats = _load_stats(dataset_id)
+    if stats is not None and not all(np.isfinite(e[n]).all() for e in stats.values() for n in ("min", "max")):
+        stats = None  # cached from data with NaN/inf: recomputing names the key and episodes
     if stats is None:
-        stats = _stats_of(arrays if arrays is not None else read_episodes(dataset_id))
+        stats = _stats_of(arrays if arrays is not None else read_episodes(dataset_id), dataset_id)
         _save_stats(dataset_id, stats)
     return stats
 
@@ -329,7 +353,7 @@ class WindowDataset(Dataset):
         self.state_key = state_key
 
         self._parts = [read_episodes(x) if isinstance(x, str) else x.arrays() for x in sources]
-        self._stats_parts = [dataset_stats(x, p) if isinstance(x, str) else _stats_of(p)
+        self._stats_parts = [dataset_stats(x, p) if isinstance(x, str) else _stats_of(p, x.name)
                              for x, p in zip(sources, self._parts)]
         self._index()
 
@@ -339,6 +363,9 @@ class WindowDataset(Dataset):
         To, Tp, weights = self.obs_horizon, self.pred_horizon, self._weights_arg
         self.metadata = [p.metadata.get("alloy") or {} for p in parts]
         self._check_same_spaces(parts)
+        observed = list(parts[0].observations)
+        if self.state_key == STATE_KEY and self.state_key not in observed and len(observed) == 1:
+            self.state_key = observed[0]  # one flat observation (a Gymnasium env's `obs`) is the state
         if self.state_key not in parts[0].observations:
             raise DatasetError(
                 f"the datasets have no '{self.state_key}' observation for goals (keys: "
@@ -371,7 +398,7 @@ class WindowDataset(Dataset):
         source = self.sources[j]
         source.episodes.extend(episodes)
         self._parts[j] = source.arrays()
-        self._stats_parts[j] = _stats_of(self._parts[j])
+        self._stats_parts[j] = _stats_of(self._parts[j], name)
         self._index()
 
     # -- construction ---------------------------------------------------------------------------------------------

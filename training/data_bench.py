@@ -7,6 +7,7 @@ The timed loop is what a trainer does each step: draw a batch of indices from th
 from __future__ import annotations
 
 import fnmatch
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,19 +18,51 @@ from training.data import WindowDataset
 from training.datasets_io import list_datasets
 from training.errors import DatasetError
 
+log = logging.getLogger(__name__)
 
-def resolve_ids(patterns: Sequence[str]) -> list[str]:
-    """Dataset ids from ids or glob patterns (`metaworld/*/expert-v0`); DatasetError listing what exists."""
+
+def resolve_ids(patterns: Sequence[str], fallback: bool = False) -> list[str]:
+    """Dataset ids from ids or glob patterns (`metaworld/*/expert-v0`); DatasetError saying which pattern to pass.
+
+    With `fallback` (the command's default pattern), a glob that matches nothing is replaced by the local datasets of
+    the same kind under another name (`metaworld/*/expert10-v0` after a collect with name=expert10), with a warning.
+    """
     existing = list_datasets()
     ids: list[str] = []
     for pattern in patterns:
         matched = [d for d in existing if fnmatch.fnmatch(d, pattern)] if any(c in pattern for c in "*?[") else [pattern]
+        alternatives = similar_patterns(pattern, existing) if not matched else []
+        if alternatives and fallback:
+            log.warning("no dataset matches %r; timing %s instead (pass datasets=[...] to choose)", pattern,
+                        alternatives[0][0])
+            matched = [d for d in existing if fnmatch.fnmatch(d, alternatives[0][0])]
         if not matched:
-            raise DatasetError(
-                f"no dataset matches {pattern!r}; existing datasets: {', '.join(existing) or 'none (run alloy collect)'}"
-            )
+            raise DatasetError(_no_match_message(pattern, existing, alternatives))
         ids += [m for m in matched if m not in ids]
     return ids
+
+
+def similar_patterns(pattern: str, existing: Sequence[str]) -> list[tuple[str, int]]:
+    """Globs `<first>/*/<name>` of local datasets with the pattern's first part (e.g. `metaworld`) and any name,
+    each with how many datasets it matches, most first."""
+    first = pattern.split("/", 1)[0]
+    counts: dict[str, int] = {}
+    for d in existing:
+        parts = d.split("/")
+        if len(parts) >= 3 and parts[0] == first:
+            glob = f"{first}/*/{parts[-1]}"
+            counts[glob] = counts.get(glob, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _no_match_message(pattern: str, existing: Sequence[str], alternatives: list[tuple[str, int]]) -> str:
+    if alternatives:
+        found = ", ".join(f"{g} ({n} datasets)" for g, n in alternatives[:5])
+        return f"no dataset matches {pattern!r}; the local ones of that kind: {found}; pass datasets=[{alternatives[0][0]}]"
+    if existing:
+        return f"no dataset matches {pattern!r}; existing datasets: {', '.join(existing)}; pass datasets=[<id or glob>]"
+    return (f"no dataset matches {pattern!r} and no dataset exists yet; collect some first, e.g. alloy collect "
+            f"suite=metaworld_mt50 episodes_per_task=10")
 
 
 def bench_loader(

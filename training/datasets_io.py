@@ -5,9 +5,9 @@ Datasets live under the data root (`ALLOY_DATA_DIR`, default `~/.cache/alloy/dat
 folder (`.staging/<host>-<pid>-<uuid>/`) first and swapped into place whole with `policies.atomic.replace_dir`, so at
 every moment the old or the new dataset exists and an interrupted collection never leaves a half-written dataset that
 looks valid. Readers apply `policies.atomic.recover_dir` (through `dataset_dir`), which completes the rollback of a
-swap killed between its two renames; `write_dataset` removes the staging folders of dead writers. alloy's own
-metadata (suite, env id and kwargs, teacher, seeds, version, instruction) sits under the `alloy` key of Minari's
-dataset metadata.
+swap killed between its two renames; `write_dataset` and `list_datasets` remove the staging folders of dead writers.
+alloy's own metadata (suite, env id and kwargs, teacher, seeds, version, instruction) sits under the `alloy` key of
+Minari's dataset metadata.
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def dataset_dir(dataset_id: str) -> Path:
 
 def _recover_all(root: Path) -> None:
     """Complete the rollback of every dataset whose replacement was killed between its two renames (their previous
-    copy waits at `.<name>.old`, which Minari's listing skips as hidden)."""
-    from policies.atomic import recover_dir
+    copy waits at `.<name>.old`, which Minari's listing skips as hidden), and remove dead writers' staging folders."""
+    from policies.atomic import recover_dir, remove_stale_children
 
+    remove_stale_children(root / STAGING_DIR)
     for dirpath, dirnames, _ in os.walk(root):
         if "data" in dirnames:  # a dataset: nothing nested below it
             dirnames[:] = []

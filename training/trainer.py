@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from policies import Policy
+from policies.config_fields import num, seq
 from policies.random_source import RandomSource
 from training import checkpoint as ckpt
 from training.batches import StepBatchSampler
@@ -43,27 +44,27 @@ Evaluator = Callable[[Policy, int], dict]  # (EMA policy, step) -> evaluation re
 class TrainerConfig:
     """The `trainer` config group."""
 
-    max_steps: int = 20000
-    batch_size: int = 256  # global, split evenly over data-parallel processes
-    lr: float = 1e-4
-    min_lr: float = 0.0
-    weight_decay: float = 1e-3  # on weight matrices only; biases, norms, embeddings get none
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 500
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    max_steps: int = num(20000, lo=1)
+    batch_size: int = num(256, lo=1)  # global, split evenly over data-parallel processes
+    lr: float = num(1e-4, lo=0, lo_open=True)  # peak learning rate
+    min_lr: float = num(0.0, lo=0)  # the cosine's floor
+    weight_decay: float = num(1e-3, lo=0)  # on weight matrices only; biases, norms, embeddings get none
+    betas: list[float] = seq(lambda: [0.9, 0.95], length=2, lo=0, hi=1, hi_open=True)  # AdamW's (beta1, beta2)
+    warmup_steps: int = num(500, lo=0)  # linear warm-up before the cosine
+    grad_clip: float = num(1.0, lo=0, note="0: no clipping")  # max global grad norm
     ema: bool = True
-    ema_power: float = 0.75
-    ema_inv_gamma: float = 1.0
-    ema_max: float = 0.9999
-    ema_min: float = 0.0
-    ema_update_after: int = 0
-    ckpt_every: int = 1000  # steps between checkpoints/last (also written at the end)
-    log_every: int = 50
-    eval_every: int = 0  # steps between rollout evaluations; 0 disables
-    eval_episodes: int = 20  # per env id
-    eval_num_envs: int = 8
+    ema_power: float = num(0.75, lo=0, lo_open=True)
+    ema_inv_gamma: float = num(1.0, lo=0, lo_open=True)
+    ema_max: float = num(0.9999, lo=0, hi=1)  # decay bounds
+    ema_min: float = num(0.0, lo=0, hi=1)
+    ema_update_after: int = num(0, lo=0)  # steps before the EMA starts
+    ckpt_every: int = num(1000, lo=0, note="0: only at the end")  # steps between checkpoints/last (and at the end)
+    log_every: int = num(50, lo=1)
+    eval_every: int = num(0, lo=0, note="0: no evaluation")  # steps between rollout evaluations
+    eval_episodes: int = num(20, lo=1)  # per env id
+    eval_num_envs: int = num(8, lo=1)
     eval_env_ids: list[str] = field(default_factory=list)  # empty: the env ids recorded in the datasets
-    num_workers: int = 0  # data-loading processes
+    num_workers: int = num(0, lo=0)  # data-loading processes
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the training forward
     progress: bool = True

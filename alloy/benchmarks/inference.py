@@ -80,6 +80,9 @@ class SchemeSizes:
     ddim_steps: int = 10
     edm_steps: int = 10
     consistency_steps: list[int] = field(default_factory=lambda: [1, 3])
+    # schemes whose first row (chunk: DDIM, truncated: prior selection) is also timed in its deployment forms
+    # (torch.compile, the ONNX artifact in onnxruntime with 1 thread, the torch.export programs); empty: none
+    deploy: list[str] = field(default_factory=lambda: ["chunk", "streaming", "truncated"])
 
 
 def _timed(fn, sync) -> float:
@@ -107,6 +110,9 @@ def _obs_batch(env_id: str, batch: int, seed: int) -> dict[str, np.ndarray]:
 
 def act_window(policy, obs: dict, window: int, warmup: int) -> tuple[float, list[float]]:
     """ms per executed action over `window` act() calls after a reset and `warmup` calls; and each call's ms."""
+    from policies.interface import observation_for
+
+    obs = observation_for(policy, obs)  # the env gives more keys than a policy with policy.obs_keys takes
     sync = _sync_fn(policy.device)
     policy.reset()
     for _ in range(warmup):
@@ -133,11 +139,12 @@ def call_latency(policy, obs1: dict, batch: int, level_shape: str, repeats: int 
     """Median ms of one denoiser call at the given batch (truncated: all anchors), under inference mode and with
     the expert cache engaged, as in act()."""
     from policies.expert_cache import engaged
+    from policies.interface import observation_for
 
     device = policy.device
     sync = _sync_fn(device)
     policy.reset()
-    policy.act(obs1)  # fills the observation history
+    policy.act(observation_for(policy, obs1))  # fills the observation history
     x = torch.randn(batch, policy.pred_horizon, policy.action_dim, device=device)
     level = torch.full((batch, policy.pred_horizon) if level_shape == "position" else (batch,), 0.5, device=device)
     times = []
@@ -361,7 +368,27 @@ class InferenceBench:
                              setup=functools.partial(set_student_steps, student, k)))
         log.info("timing %d rows of %s round-robin", len(rows), task.env)
         self.time_rows(rows, obs1, obs64)
+        self.deploy_rows += self.deploy_forms(task.env, rows, obs1, obs64)
         return [self.finish_row(task.env, row) for row in rows]
+
+    def deploy_forms(self, task: str, rows: list[_Row], obs1, obs64) -> list[dict[str, Any]]:
+        from alloy.benchmarks.deploy_forms import time_forms
+
+        out = []
+        for scheme in self.schemes.deploy:
+            cands = [r for r in rows if r.scheme == scheme]
+            pick = {"chunk": lambda r: "ddim" in r.label, "truncated": lambda r: "prior" in r.label}.get(scheme)
+            cands = [r for r in cands if pick(r)] or cands if pick else cands
+            if not cands:
+                continue
+            row = cands[0]
+            row.setup()
+            name = f"{_safe(task)}-{row.policy.spec.net.name}-{row.label}"
+            s = self.sizes
+            for r in time_forms(name, row.policy, obs1, obs64, self.run_dir / "artifacts", s.latency_window,
+                                s.latency_repeats, row.warmup):
+                out.append({"task": task, **r})
+        return out
 
     def mode_cache_rows(self) -> list[dict[str, Any]]:
         """Cached vs uncached MoDE sampling at batch 1 (random weights with spread routers: speed and equality do
@@ -402,11 +429,17 @@ class InferenceBench:
         return out
 
     def run(self) -> dict[str, Any]:
+        self.deploy_rows: list[dict[str, Any]] = []
         rows = [r for task in self.tasks for r in self.run_task(task)]
         mode = self.mode_cache_rows() if self.mode_cache else []
-        return {"rows": rows, "mode_cache": mode, "device": str(self.device), "threads": self.sizes.threads,
+        return {"rows": rows, "mode_cache": mode, "deploy": self.deploy_rows, "device": str(self.device),
+                "threads": self.sizes.threads,
                 "timed_policies_from": str(self.from_run) if self.from_run else None,
                 "torch": torch.__version__, "cpu_count": os.cpu_count()}
+
+
+def _safe(env_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in env_id)
 
 
 def _action_dim(env_id: str) -> int:
@@ -444,6 +477,10 @@ def markdown(result: dict[str, Any], title: str = "Inference benchmark") -> str:
         for m in result["mode_cache"]:
             lines.append(f"| {m['scheme']} | {m['steps']} | {m['params']} | {m['ms_per_action_b1_cached']:.3g} | "
                          f"{m['ms_per_action_b1_uncached']:.3g} | {m['speedup']:.2f}x | {m['max_abs_action_diff']:.2g} |")
+    if result.get("deploy"):
+        from alloy.benchmarks.deploy_forms import markdown as deploy_markdown
+
+        lines += deploy_markdown(result["deploy"])
     return "\n".join(lines) + "\n"
 
 

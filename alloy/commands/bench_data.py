@@ -9,22 +9,27 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
+from policies.config_fields import num
+
 HELP = "measure the window loader: samples/s into training batches on the device (data.json)"
 
 log = logging.getLogger(__name__)
 
 
+DEFAULT_DATASETS = ["metaworld/*/expert-v0"]  # or, when none exist, the local Meta-World datasets of another name
+
+
 @dataclasses.dataclass
 class Config:
-    datasets: List[str] = dataclasses.field(default_factory=lambda: ["metaworld/*/expert-v0"])
-    batch_size: int = 256
-    obs_horizon: int = 2
-    pred_horizon: int = 16
-    action_horizon: Optional[int] = 8
-    num_batches: int = 2000
-    warmup_batches: int = 20
-    num_workers: int = 0
-    threads: int = 1
+    datasets: List[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_DATASETS))
+    batch_size: int = num(256, lo=1)
+    obs_horizon: int = num(2, lo=1)
+    pred_horizon: int = num(16, lo=1)
+    action_horizon: Optional[int] = num(8, lo=1)
+    num_batches: int = num(2000, lo=1)  # timed batches
+    warmup_batches: int = num(20, lo=0)
+    num_workers: int = num(0, lo=0)  # DataLoader worker processes
+    threads: int = num(1, lo=1)
 
 
 def run(cfg: DictConfig) -> None:
@@ -40,7 +45,7 @@ def run(cfg: DictConfig) -> None:
     if cfg.warmup_batches < 0 or cfg.num_workers < 0:
         raise DatasetError("warmup_batches and num_workers must be >= 0")
     torch.set_num_threads(int(cfg.threads))
-    ids = resolve_ids(list(cfg.datasets))
+    ids = resolve_ids(list(cfg.datasets), fallback=list(cfg.datasets) == DEFAULT_DATASETS)
     device = resolve_device(cfg.device)
     log.info("timing %d batches of %d from %d dataset(s) on %s", cfg.num_batches, cfg.batch_size, len(ids), device)
     report = bench_loader(

@@ -9,6 +9,8 @@ from typing import List
 
 from omegaconf import DictConfig
 
+from policies.config_fields import num
+
 HELP = "measure nav env control steps/s per embodiment and the raw mj_step rate of the same model (one process)"
 
 log = logging.getLogger(__name__)
@@ -16,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Config:
-    steps: int = 2000  # control steps timed per embodiment
+    steps: int = num(2000, lo=1)  # control steps timed per embodiment
     embodiments: List[str] = dataclasses.field(
         default_factory=lambda: ["holonomic", "diffdrive", "ackermann", "skidsteer"]
     )

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from policies.config_fields import choice, num, seq
+
 HELP = "fast action generation benchmark: chunk DDPM/DDIM/EDM vs streaming, truncated, consistency; MoDE caching"
 
 log = logging.getLogger("alloy.bench.inference")
@@ -28,45 +30,47 @@ PRESETS = {
 class Sizes:
     """Unset (null) values come from the preset."""
 
-    demos: Optional[int] = None  # teacher episodes collected per task when its dataset is missing
+    demos: Optional[int] = num(None, lo=1)  # teacher episodes collected per task when its dataset is missing
     net: Optional[str] = None  # the one denoiser every row uses: dit | mdt | mode | mlp
-    d_model: Optional[int] = None
-    n_layers: Optional[int] = None
-    n_heads: Optional[int] = None
-    train_steps: Optional[int] = None
-    batch_size: Optional[int] = None
-    lr: Optional[float] = None
-    distill_steps: Optional[int] = None
-    eval_episodes: Optional[int] = None
-    eval_num_envs: Optional[int] = None
-    latency_window: Optional[int] = None
-    latency_repeats: Optional[int] = None
-    b64_repeats: Optional[int] = None
-    num_anchors: Optional[int] = None
-    train_modes: Optional[int] = None
-    consistency_steps: Optional[List[int]] = None
+    d_model: Optional[int] = num(None, lo=1)
+    n_layers: Optional[int] = num(None, lo=1)
+    n_heads: Optional[int] = num(None, lo=1)
+    train_steps: Optional[int] = num(None, lo=1)
+    batch_size: Optional[int] = num(None, lo=1)
+    lr: Optional[float] = num(None, lo=0, lo_open=True)
+    distill_steps: Optional[int] = num(None, lo=1)
+    eval_episodes: Optional[int] = num(None, lo=1)
+    eval_num_envs: Optional[int] = num(None, lo=1)
+    latency_window: Optional[int] = num(None, lo=1)  # executed actions per timed window
+    latency_repeats: Optional[int] = num(None, lo=1)
+    b64_repeats: Optional[int] = num(None, lo=1)
+    num_anchors: Optional[int] = num(None, lo=1)
+    train_modes: Optional[int] = num(None, lo=0, note="0: all anchors")
+    consistency_steps: Optional[List[int]] = seq(None, lo=1, integer=True)  # student step counts
 
 
 @dataclasses.dataclass
 class Config:
-    preset: str = "full"  # full | quick
+    preset: str = choice("full", ("full", "quick"))
     tasks: List[str] = dataclasses.field(default_factory=lambda: ["alloy/Nav-Holonomic-v0", "metaworld/reach-v3"])
     # per task id: obs_keys, pred_horizon, action_horizon, stream_action_horizon (what the task needs, every row)
     task_settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
     sizes: Sizes = dataclasses.field(default_factory=Sizes)
-    obs_horizon: int = 2
-    pred_horizon: int = 16
-    action_horizon: int = 8  # Ta of the chunk, truncated and consistency rows
-    stream_action_horizon: int = 5  # Ta of the streaming row (3 chunks of 5 fill Tp-To+1 = 15)
-    stream_calls: int = 1  # denoiser calls per streaming replanning
-    trunc_steps: int = 2
+    obs_horizon: int = num(2, lo=1)
+    pred_horizon: int = num(16, lo=1)
+    action_horizon: int = num(8, lo=1)  # Ta of the chunk, truncated and consistency rows
+    stream_action_horizon: int = num(5, lo=1)  # Ta of the streaming row (3 chunks of 5 fill Tp-To+1 = 15)
+    stream_calls: int = num(1, lo=1)  # denoiser calls per streaming replanning
+    trunc_steps: int = num(2, lo=1)
     trunc_select: List[str] = dataclasses.field(default_factory=lambda: ["denoised", "prior"])  # a truncated policy each
-    trunc_prior_steps: List[int] = dataclasses.field(default_factory=lambda: [1, 2])  # rows of the prior policy
-    ddpm_steps: int = 100
-    ddim_steps: int = 10
-    edm_steps: int = 10
-    threads: int = 1  # torch threads while timing (the CPU is shared; GPU timing ignores it)
+    trunc_prior_steps: List[int] = seq(lambda: [1, 2], lo=1, integer=True)  # rows of the prior policy
+    ddpm_steps: int = num(100, lo=1)
+    ddim_steps: int = num(10, lo=1)
+    edm_steps: int = num(10, lo=1)
+    threads: int = num(1, lo=1)  # torch threads while timing (the CPU is shared; GPU timing ignores it)
     mode_cache: bool = True  # add the cached vs uncached MoDE comparison
+    # schemes whose first row is also timed in its deployment forms (torch.compile, ONNX Runtime 1 thread, pt2)
+    deploy: List[str] = dataclasses.field(default_factory=lambda: ["chunk", "streaming", "truncated"])
     from_run: Optional[str] = None  # time the policies of an earlier run (same settings) instead of training
     progress: bool = True
 
@@ -128,7 +132,8 @@ def run(cfg: DictConfig) -> None:
                     stream_calls=cfg.stream_calls, num_anchors=sizes["num_anchors"], train_modes=sizes["train_modes"],
                     trunc_steps=cfg.trunc_steps, trunc_select=list(cfg.trunc_select),
                     trunc_prior_steps=list(cfg.trunc_prior_steps), ddpm_steps=cfg.ddpm_steps, ddim_steps=cfg.ddim_steps,
-                    edm_steps=cfg.edm_steps, consistency_steps=list(sizes["consistency_steps"])),
+                    edm_steps=cfg.edm_steps, consistency_steps=list(sizes["consistency_steps"]),
+                    deploy=list(cfg.deploy)),
         cfg.run_dir, device, seed=cfg.seed, mode_cache=cfg.mode_cache, progress=cfg.progress, from_run=cfg.from_run)
     result = bench.run()
     result["config"] = {**OmegaConf.to_container(cfg, resolve=True), "resolved_sizes": sizes}

@@ -7,6 +7,7 @@ import os
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from policies.config_fields import num
 from training.rl.config import RLConfig
 
 HELP = "env steps/s of residual RL's vector env: random actions vs the frozen base inside vs the whole PPO loop"
@@ -16,9 +17,9 @@ HELP = "env steps/s of residual RL's vector env: random actions vs the frozen ba
 class Config(RLConfig):
     base: str = MISSING  # checkpoint of the base (or none: the base row then measures a zero base)
     env: str = "alloy/Nav-Diffdrive-v0"
-    steps: int = 4000  # timed env steps per measurement (all envs together)
-    warmup_steps: int = 512  # untimed env steps before each measurement
-    repeats: int = 3  # round-robin passes over the rows; medians are reported
+    steps: int = num(4000, lo=1)  # timed env steps per measurement (all envs together)
+    warmup_steps: int = num(512, lo=0)  # untimed env steps before each measurement
+    repeats: int = num(3, lo=1)  # round-robin passes over the rows; medians are reported
 
 
 def run(cfg: DictConfig) -> None:

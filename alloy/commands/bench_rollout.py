@@ -8,19 +8,21 @@ from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from policies.config_fields import num, seq
+
 HELP = "env steps per second of the evaluation loop (trivial policy) at 1, 4, 8 envs vs the raw env step rate"
 
 
 @dataclasses.dataclass
 class Config:
     env: str = "metaworld/reach-v3"
-    num_envs: List[int] = dataclasses.field(default_factory=lambda: [1, 4, 8])
-    episodes_per_env: int = 2
-    max_episode_steps: Optional[int] = 200
-    raw_steps: int = 2000
-    repeats: int = 3
+    num_envs: List[int] = seq(lambda: [1, 4, 8], lo=1, integer=True)  # env counts measured
+    episodes_per_env: int = num(2, lo=1)
+    max_episode_steps: Optional[int] = num(200, lo=1)  # None: the env's own time limit
+    raw_steps: int = num(2000, lo=1)
+    repeats: int = num(3, lo=1)
     asynchronous: bool = True
-    workers: Optional[int] = None  # None: one env group per core, the first stepped in-process; N: N worker processes
+    workers: Optional[int] = num(None, lo=1)  # None: one env group per core, the first stepped in-process; N: N worker processes
 
 
 def run(cfg: DictConfig) -> None:

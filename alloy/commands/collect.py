@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 from omegaconf import DictConfig, OmegaConf
 
 from envs.suites import SuiteConfig
+from policies.config_fields import num
 
 HELP = "roll out a teacher (nav planner, Meta-World expert or saved policy) and write Minari datasets"
 # `embodiment=<robot>` is a plain value here, although `embodiment` is also a config group of other commands.
@@ -21,16 +22,17 @@ log = logging.getLogger("alloy.collect")
 @dataclasses.dataclass
 class Config:
     suite: SuiteConfig = dataclasses.field(default_factory=SuiteConfig)
+    env: str = ""  # one env id instead of the suite: alloy's or any registered Gymnasium id (with teacher=<dir>)
     tasks: List[str] = dataclasses.field(default_factory=list)
     embodiment: str = ""
-    episodes_per_task: int = 10
-    episodes: int = 0
+    episodes_per_task: int = num(10, lo=1)  # episodes per env: one dataset each
+    episodes: int = num(0, lo=0, note="0: episodes_per_task")  # > 0: overrides episodes_per_task
     only_success: bool = True
-    max_attempts_factor: int = 3
+    max_attempts_factor: int = num(3, lo=1)  # with only_success: at most this many rollouts per kept episode
     teacher: str = "teacher"
     name: str = ""
-    num_envs: int = 8  # envs stepped together per target (as evaluation steps them)
-    workers: int = 0  # 0: one group of envs per core, this process stepping the first; N: N worker processes
+    num_envs: int = num(8, lo=1)  # envs stepped together per target (as evaluation steps them)
+    workers: int = num(0, lo=0)  # 0: one group of envs per core, this process stepping the first; N: N worker processes
     stop_on_success: bool = True
     env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
     overwrite: bool = False
@@ -53,6 +55,7 @@ def targets_of(cfg: DictConfig):
         name=cfg.name,
         env_kwargs=OmegaConf.to_container(cfg.env_kwargs, resolve=True),
         stop_on_success=cfg.stop_on_success,
+        env=cfg.env,
     )
 
 
@@ -68,9 +71,23 @@ def check(cfg: DictConfig) -> None:
         raise TrainingError(f"num_envs must be >= 1, got {cfg.num_envs}")
     if cfg.max_attempts_factor < 1:
         raise TrainingError(f"max_attempts_factor must be >= 1, got {cfg.max_attempts_factor}")
-    if cfg.teacher != "teacher" and not Path(cfg.teacher).expanduser().is_dir():
+    from policies.atomic import recover_dir
+
+    if cfg.teacher != "teacher" and not recover_dir(Path(cfg.teacher).expanduser()).is_dir():
         raise TrainingError(f"teacher {cfg.teacher!r} does not exist; pass teacher=teacher or a saved policy directory")
-    targets_of(cfg)
+    for target in targets_of(cfg):
+        check_success_signal(target, cfg.only_success)
+
+
+def check_success_signal(target, only_success: bool) -> None:
+    """only_success keeps the episodes an env calls successful: an env that never says so would keep none."""
+    from envs import is_gymnasium_id
+    from training.collect import reports_success
+    from training.errors import TrainingError
+
+    if only_success and is_gymnasium_id(target.env_id) and not reports_success(target.env_id, target.env_kwargs):
+        raise TrainingError(f"{target.env_id} does not report success (no is_success in its step info), so "
+                            f"only_success=true would keep no episode: pass only_success=false")
 
 
 def run(cfg: DictConfig) -> None:
@@ -82,6 +99,7 @@ def run(cfg: DictConfig) -> None:
     seed_everything(cfg.seed, torch_too=cfg.teacher != "teacher")
     targets = targets_of(cfg)
     episodes = episodes_of(cfg)
+    warn_misfit_teacher(targets, cfg.teacher)
     log.info("collecting %d episode(s) in each of %d env(s) with teacher=%s into %s",
              episodes, len(targets), cfg.teacher, data_root())
     results = collect(
@@ -102,7 +120,7 @@ def run(cfg: DictConfig) -> None:
     attempts = sum(r.attempts for r in results)
     successes = sum(r.successes for r in results)
     report: dict[str, Any] = {
-        "suite": cfg.suite.name,
+        "suite": targets[0].suite if cfg.env else cfg.suite.name,
         "teacher": cfg.teacher,
         "seed": int(cfg.seed),
         "episodes_per_env": episodes,
@@ -130,3 +148,27 @@ def run(cfg: DictConfig) -> None:
     print(f"teacher success {o['success_rate']:.1%} over {o['attempts']} rollouts in {len(results)} env(s) "
           f"(mean per env {o['mean_task_success_rate']:.1%}); kept {o['episodes_kept']} episodes, "
           f"{o['steps_kept']} steps under {report['data_root']}; report: {out}")
+    for line in shortfalls(targets, results, episodes, cfg.teacher):
+        print(line)
+
+
+def warn_misfit_teacher(targets, teacher: str) -> None:
+    """Say before collecting when the nav planner's heading does not fit a robot (most rollouts would fail)."""
+    from training.collect import ENV_TEACHER, nav_teacher_heading
+
+    if teacher != ENV_TEACHER:
+        return
+    misfits = [m for m in (nav_teacher_heading(t.env_id, t.env_kwargs) for t in targets) if m is not None]
+    if misfits:
+        log.warning("the nav planner with teacher_heading=%s moves sideways, which %s cannot do: most rollouts will "
+                    "fail; add +env_kwargs.teacher_heading=path for these robots", misfits[0][1],
+                    ", ".join(robot for robot, _ in misfits))
+
+
+def shortfalls(targets, results, episodes: int, teacher: str) -> list[str]:
+    """One line per env that kept fewer episodes than asked, with the cause to fix (not max_attempts_factor)."""
+    from training.collect import low_yield_advice
+
+    return [f"{r.env_id}: kept {r.kept} of {episodes} episodes ({r.successes}/{r.attempts} rollouts succeeded): "
+            f"{low_yield_advice(t.env_id, t.env_kwargs, teacher)}"
+            for t, r in zip(targets, results) if r.kept < episodes]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import MISSING, DictConfig
 
+from policies.config_fields import choice, num
+
 HELP = "export a policy (checkpoint, consistency student, residual specialist) to ONNX / torch.export with a spec"
 # `policy=<checkpoint dir>` is a plain value here, although `policy` is also train's config group.
 VALUE_KEYS = ("policy",)
@@ -19,11 +21,11 @@ log = logging.getLogger("alloy.export")
 @dataclasses.dataclass
 class Config:
     policy: str = MISSING  # checkpoint directory (any kind alloy eval takes, except the teacher and artifacts)
-    format: str = "onnx"  # onnx | pt2 | all
+    format: str = choice("onnx", ("onnx", "pt2", "all"))
     out: str = ""  # artifact directory; empty: <run_dir>/artifact
     overwrite: bool = False  # replace an existing artifact at `out`
-    check_steps: int = 20  # control steps of the torch-vs-artifact parity check on random observations; 0: none
-    check_batch: int = 4
+    check_steps: int = num(20, lo=0)  # control steps of the torch-vs-artifact parity check on random observations; 0: none
+    check_batch: int = num(4, lo=1)  # envs of the parity check
 
 
 def formats_of(value: str) -> tuple[str, ...]:
@@ -38,10 +40,11 @@ def formats_of(value: str) -> tuple[str, ...]:
 
 
 def check(cfg: DictConfig) -> None:
+    from policies.atomic import recover_dir
     from training.errors import TrainingError
 
     formats_of(cfg.format)
-    if cfg.policy == "teacher" or not Path(cfg.policy).expanduser().is_dir():
+    if cfg.policy == "teacher" or not recover_dir(Path(cfg.policy).expanduser()).is_dir():
         raise TrainingError(f"policy {cfg.policy!r} is not a checkpoint directory; pass one written by alloy train, "
                             f"alloy rl or alloy distill")
     if cfg.check_steps < 0 or cfg.check_batch < 1:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from policies.config_fields import num
 from training.rl.config import RLConfig
 
 HELP = "train a residual RL specialist (PPO or SAC) for one robot on top of a frozen imitation base"
@@ -21,7 +22,7 @@ log = logging.getLogger("alloy.rl")
 class Config(RLConfig):
     base: str = MISSING  # checkpoint directory of the frozen base policy, or `none` (plain RL, for comparison)
     env: str = MISSING  # env id of the robot, e.g. alloy/Nav-Diffdrive-v0
-    final_eval_episodes: int = 200  # evaluation of checkpoints/best at the end (seeds from `seed`); 0: none
+    final_eval_episodes: int = num(200, lo=0)  # evaluation of checkpoints/best at the end (seeds from `seed`); 0: none
     resume: bool = False  # continue the run in hydra.run.dir from its checkpoints/last
 
 
@@ -37,6 +38,7 @@ def _positive(cfg, keys: tuple[str, ...], allow_zero: bool = False) -> None:
 
 def check(cfg: DictConfig) -> None:
     """Value checks that run before anything is written (the base and the env are loaded to check they fit)."""
+    from policies.atomic import recover_dir
     from training.errors import TrainingError
     from training.rl.config import ALGOS, NO_BASE
     from training.rl.train import ResidualRL, rl_config_from
@@ -50,7 +52,7 @@ def check(cfg: DictConfig) -> None:
                     "ppo.ent_coef", "sac.learning_starts"), allow_zero=True)
     if cfg.workers is not None and cfg.workers <= 0:
         raise TrainingError(f"workers must be a positive integer, got {cfg.workers}; leave it unset for one per core")
-    if cfg.base != NO_BASE and not Path(cfg.base).expanduser().exists():
+    if cfg.base != NO_BASE and not recover_dir(Path(cfg.base).expanduser()).exists():
         raise TrainingError(f"base {cfg.base!r} does not exist; pass the checkpoint directory of an imitation policy "
                             f"(e.g. <train run>/checkpoints/best) or base=none")
     for key, bounds in (cfg.randomize or {}).items():

@@ -15,6 +15,7 @@ from typing import Any, Dict
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from policies.config import DiffusionConfig, NetConfig, SchemeConfig
+from policies.config_fields import num
 from training.trainer import TrainerConfig
 
 HELP = "train a diffusion policy (policy=dit|mdt|mode|mlp, diffusion=ddpm|ddim|edm) on demonstration datasets"
@@ -31,9 +32,10 @@ class Config:
     diffusion: DiffusionConfig = dataclasses.field(default_factory=DiffusionConfig)
     scheme: SchemeConfig = dataclasses.field(default_factory=SchemeConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
-    future_steps: int = -1  # MDT foresight target: state this many steps ahead; -1: pred_horizon
+    future_steps: int = num(-1, lo=-1, note="-1: pred_horizon")  # MDT foresight target: state this many steps ahead
     eval_env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)  # merged over the datasets' env kwargs
     resume: bool = False  # continue the run in hydra.run.dir from its checkpoints/last
+    overwrite: bool = False  # start afresh in a hydra.run.dir that already holds a checkpoint (replacing it)
 
 
 def parse_datasets(spec: str) -> tuple[list[str], list[float] | None]:
@@ -101,6 +103,48 @@ def make_evaluator(dataset, cfg: DictConfig):
     return run_eval
 
 
+# What a run writes in its directory; `overwrite=true` removes the earlier run's before training starts.
+RUN_OUTPUTS = ("checkpoints", "evals", "tb", "train_log.csv", "metrics.json")
+
+
+def check(cfg: DictConfig) -> None:
+    """Value checks before anything is written."""
+    from alloy.config import ConfigError
+
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("resume=true continues the run in hydra.run.dir and overwrite=true replaces it; pass one")
+
+
+def prepare_run_dir(cfg: DictConfig) -> bool:
+    """Whether to resume: refuse a directory holding a checkpoint unless resume=true or overwrite=true, start
+    fresh (and say so) where resume=true finds nothing to resume, and clear the earlier run for overwrite=true."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from training.checkpoint import existing_checkpoints
+    from training.errors import TrainingError
+
+    run_dir = Path(cfg.run_dir)
+    found = existing_checkpoints(run_dir / "checkpoints")
+    if cfg.resume and "last" in found:
+        return True
+    if cfg.resume:
+        log.info("nothing to resume in %s (no checkpoints/last): starting a fresh run", run_dir)
+    elif found and not cfg.overwrite:
+        raise TrainingError(f"{run_dir} already holds a training run (checkpoints/{found[0]}); pass resume=true to "
+                            f"continue it, overwrite=true to replace it, or choose another hydra.run.dir")
+    if cfg.overwrite and found and os.environ.get("RANK", "0") == "0":  # data parallel: rank 0 clears
+        log.info("overwrite=true: removing the earlier run's checkpoints and logs in %s", run_dir)
+        for name in RUN_OUTPUTS:
+            path = run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    return False
+
+
 def run(cfg: DictConfig) -> None:
     from policies import DiffusionConfig as D
     from policies import NetConfig as N
@@ -114,6 +158,7 @@ def run(cfg: DictConfig) -> None:
     def typed(cls, node):
         return cls(**OmegaConf.to_container(node, resolve=True))
 
+    check(cfg)
     net, diffusion, scheme = typed(N, cfg.policy), typed(D, cfg.diffusion), typed(S, cfg.scheme)
     trainer_cfg = typed(T, cfg.trainer)
     device = resolve_device(cfg.device)
@@ -129,14 +174,22 @@ def run(cfg: DictConfig) -> None:
              scheme.name, n_params / 1e6, len(dataset), len(ids), device)
     evaluator = make_evaluator(dataset, cfg) if trainer_cfg.eval_every else None
     config = OmegaConf.to_container(cfg, resolve=True)
+    resume = prepare_run_dir(cfg)
     trainer = Trainer(policy, dataset, trainer_cfg, cfg.run_dir, device, seed=cfg.seed, config=config,
-                      evaluator=evaluator, resume=cfg.resume)
+                      evaluator=evaluator, resume=resume)
     if trainer.step >= trainer_cfg.max_steps:
         log.info("the run is already at step %d of %d; nothing to do", trainer.step, trainer_cfg.max_steps)
+    start_step, start_s = trainer.step, trainer.elapsed
     metrics = trainer.fit()
     if trainer.dist.is_main:
-        rate = metrics["samples_per_s"]
-        print(f"trained {metrics['step']} steps in {metrics['train_wall_s']:.1f} s "
-              f"({rate:.0f} samples/s); checkpoint: {cfg.run_dir}/checkpoints/last"
-              + (f"; best eval success {metrics['best']['success_rate']:.3f} at step {metrics['best']['step']}"
-                 if metrics["best"] else ""))
+        print(summary_line(metrics, start_step, start_s, trainer_cfg.batch_size, cfg.run_dir))
+
+
+def summary_line(metrics: dict, start_step: int, start_s: float, batch_size: int, run_dir: str) -> str:
+    """What this invocation did (a resumed run's earlier steps and time are not counted as its own)."""
+    steps, seconds = metrics["step"] - start_step, metrics["train_wall_s"] - start_s
+    rate = f"{steps * batch_size / seconds:.0f} samples/s" if steps and seconds > 0 else "no samples"
+    resumed = f", resumed at step {start_step}, now at step {metrics['step']}" if start_step else ""
+    best = metrics["best"]
+    return (f"trained {steps} steps in {seconds:.1f} s ({rate}{resumed}); checkpoint: {run_dir}/checkpoints/last"
+            + (f"; best eval success {best['success_rate']:.3f} at step {best['step']}" if best else ""))

@@ -35,6 +35,31 @@ STATE_KEYS = ("vx", "vy", "yaw_rate", "cos_heading_to_goal", "sin_heading_to_goa
               "steering", "last_vx", "last_vy", "last_yaw_rate")
 OBS_KEYS = ("state", "goal", "lidar", "embodiment")
 CAMERAS = ("overhead", "follow")
+GOAL_RGBA = (0.1, 0.8, 0.2, 0.8)
+BODY_RGBA = (0.1, 0.3, 0.85, 1.0)
+ARROW_RGBA = (0.95, 0.1, 0.5, 1.0)
+LIDAR_RGBA = (1.0, 0.85, 0.1, 0.35)  # the rangefinder rays, faint so that they do not hide the robot
+ROBOT_MARK_HEIGHT = 0.35  # m: above the lidar rays (0.2 m), below the overhead camera
+ARROW_LENGTH, ARROW_HEAD, ARROW_HEAD_ANGLE, ARROW_WIDTH = 0.6, 0.22, 0.6, 0.045  # m, m, rad, m: the heading arrow
+
+
+def _add_segment(scene, start: np.ndarray, end: np.ndarray, rgba) -> None:
+    """A thick line (capsule) from `start` to `end` in a rendered scene."""
+    if scene.ngeom >= scene.maxgeom:
+        return
+    geom = scene.geoms[scene.ngeom]
+    _add_geom(scene, mujoco.mjtGeom.mjGEOM_CAPSULE, [0.0, 0.0, 0.0], start, np.eye(3), rgba)
+    mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, ARROW_WIDTH, start, end)
+
+
+def _add_geom(scene, kind, size, pos, mat, rgba) -> None:
+    """Append one decoration geom to a rendered scene (skipped when the scene is full)."""
+    if scene.ngeom >= scene.maxgeom:
+        return
+    mujoco.mjv_initGeom(scene.geoms[scene.ngeom], kind, np.asarray(size, dtype=np.float64),
+                        np.asarray(pos, dtype=np.float64), np.asarray(mat, dtype=np.float64).ravel(),
+                        np.asarray(rgba, dtype=np.float32))
+    scene.ngeom += 1
 
 
 def _as_pair(value, name, cast):
@@ -120,6 +145,7 @@ class NavEnv(gym.Env):
         self.teacher_heading = teacher_heading
         if not (16 <= render_width <= 1920 and 16 <= render_height <= 1920):
             raise EnvError(f"render size {render_width}x{render_height} must be within 16..1920 pixels")
+        m.vis.rgba.rangefinder = LIDAR_RGBA
         m.vis.global_.offwidth = max(m.vis.global_.offwidth, int(render_width))
         m.vis.global_.offheight = max(m.vis.global_.offheight, int(render_height))
         self.render_size = (int(render_height), int(render_width))
@@ -393,13 +419,27 @@ class NavEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self._renderer.update_scene(self.data, camera=self.render_camera)
         scene = self._renderer.scene
-        if scene.ngeom < scene.maxgeom:  # goal marker: a flat green disc of the goal radius
-            gx, gy = self._layout.goal
-            mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_CYLINDER,
-                                np.array([self.goal_radius, 0.005, 0.0]), np.array([gx, gy, 0.005]),
-                                np.eye(3).ravel(), np.array([0.1, 0.8, 0.2, 0.8], dtype=np.float32))
-            scene.ngeom += 1
+        gx, gy = self._layout.goal  # goal marker: a flat green disc of the goal radius
+        _add_geom(scene, mujoco.mjtGeom.mjGEOM_CYLINDER, [self.goal_radius, 0.005, 0.0], [gx, gy, 0.005], np.eye(3),
+                  GOAL_RGBA)
+        self._draw_robot(scene)
         return self._renderer.render()
+
+    def _draw_robot(self, scene) -> None:
+        """The robot's footprint and an arrow along its heading, drawn above the lidar fan so that both stay visible
+        from the overhead camera (the hull alone is a few pixels under the rays); the follow camera gets the arrow."""
+        x, y, yaw = self.pose()
+        c, s = math.cos(yaw), math.sin(yaw)
+        top = ROBOT_MARK_HEIGHT
+        if self.render_camera == "overhead":  # the follow camera sees the hull itself, large
+            _add_geom(scene, mujoco.mjtGeom.mjGEOM_CYLINDER, [self.footprint + 0.03, 0.01, 0.0], [x, y, top],
+                      np.eye(3), BODY_RGBA)
+        z = top + 0.02
+        tip = np.array([x + ARROW_LENGTH * c, y + ARROW_LENGTH * s, z])
+        _add_segment(scene, np.array([x, y, z]), tip, ARROW_RGBA)  # shaft, then the two barbs of the head
+        for side in (1.0, -1.0):
+            back = yaw + math.pi - side * ARROW_HEAD_ANGLE
+            _add_segment(scene, tip, tip + ARROW_HEAD * np.array([math.cos(back), math.sin(back), 0.0]), ARROW_RGBA)
 
     def close(self):
         if self._renderer is not None:

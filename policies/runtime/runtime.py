@@ -93,7 +93,7 @@ class Runtime:
         if self.backend == "pt2":
             if not graph.get("pt2"):
                 raise PolicyError(f"{self.path} has no pt2 form of graph {name!r}; export it with format=pt2 or all")
-            from policies.export import pt2_graph  # torch, only for this backend
+            from policies.runtime.pt2 import pt2_graph  # torch, only for this backend
 
             return pt2_graph(self.path / graph["pt2"])
         raise PolicyError(f"unknown runtime backend {self.backend!r}; use onnx or pt2")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 def resolve_env_ids(name: str) -> list[str]:
-    """`metaworld/reach-v3` -> [that id]; `metaworld_mt10` -> its ten ids; anything else is an `EnvError`."""
-    from envs import list_env_ids
+    """`metaworld/reach-v3` -> [that id]; `metaworld_mt10` -> its ten ids; a registered Gymnasium id with Box spaces
+    (`Pendulum-v1`) -> [that id]; anything else is an `EnvError`."""
+    from envs import is_gymnasium_id, list_env_ids
     from envs.errors import EnvError
+    from envs.registry import check_box_spaces
     from envs.suites import SUITES, suite_env_ids
 
     if name in SUITES:
@@ -14,4 +16,8 @@ def resolve_env_ids(name: str) -> list[str]:
     known = list_env_ids()
     if name in known:
         return [name]
-    raise EnvError(f"unknown env or suite {name!r}; suites: {', '.join(SUITES)}; env ids: {', '.join(known)}")
+    if is_gymnasium_id(name):
+        check_box_spaces(name)
+        return [name]
+    raise EnvError(f"unknown env or suite {name!r}; suites: {', '.join(SUITES)}; env ids: {', '.join(known)}; or any "
+                   f"registered Gymnasium id with Box spaces (e.g. Pendulum-v1)")

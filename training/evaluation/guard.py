@@ -58,7 +58,8 @@ class RolloutGuard(gym.Wrapper):
         self.max_episode_steps = max_episode_steps
         self.keep_info = keep_info  # False: only the alloy_* keys cross the process boundary (less to pickle)
         self.alloy_idle = False
-        self.alloy_record = False
+        self.alloy_record = False  # set by the rollout loop; it stays as sent (the loop re-sends only changes)
+        self._in_episode = False  # frames are captured from a reset to the end of its episode, while alloy_record
         self.alloy_prefetch_teacher = False  # put the teacher's action for each new observation into its info
         self._frames: list[np.ndarray] = []
         self._last_obs = _zeros_like_space(env.observation_space)
@@ -130,7 +131,7 @@ class RolloutGuard(gym.Wrapper):
         return out
 
     def _capture(self) -> None:
-        if not self.alloy_record:
+        if not (self.alloy_record and self._in_episode):
             return
         try:
             frame = self.env.render()
@@ -155,6 +156,7 @@ class RolloutGuard(gym.Wrapper):
         if not _all_finite(obs):
             return self._last_obs, self._info(info, FAILURE_INSTABILITY, "reset returned a non-finite observation")
         self._last_obs = obs
+        self._in_episode = True
         self._capture()
         return obs, self._with_teacher(self._info(info))
 
@@ -181,7 +183,7 @@ class RolloutGuard(gym.Wrapper):
             truncated = True
         self._capture()
         if terminated or truncated:
-            self.alloy_record = False
+            self._in_episode = False  # not alloy_record: a slot films its next episode when the loop leaves it on
         out = self._info(info)
         return obs, float(reward), bool(terminated), bool(truncated), \
             out if terminated or truncated else self._with_teacher(out)
@@ -194,7 +196,7 @@ class RolloutGuard(gym.Wrapper):
         return info
 
     def _end(self, failure: str, error: str):
-        self.alloy_record = False
+        self._in_episode = False
         return self._last_obs, 0.0, True, False, self._info({}, failure, error)
 
     # called by the rollout loop through vec_env.call -----------------------------------------------------------

@@ -29,6 +29,26 @@ def _save(plt, fig, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _short(text: str, width: int = 48) -> str:
+    """A long checkpoint path cut to its last parts (the run and checkpoint names say which policy it is)."""
+    if len(text) <= width:
+        return text
+    parts = Path(text).parts
+    for k in range(len(parts) - 1, 0, -1):
+        tail = "/".join(parts[-k:])
+        if len(tail) + 4 <= width:
+            return ".../" + tail
+    return "..." + text[-(width - 3):]
+
+
+def success_title(report: dict) -> str:
+    """Which policy on which env(s), over how many episodes: the plot names what it shows."""
+    cfg = report.get("config", {})
+    env_ids = list(cfg.get("env_ids") or report.get("per_env", {}))
+    env = cfg.get("env") or (", ".join(env_ids[:3]) + (f" +{len(env_ids) - 3} more" if len(env_ids) > 3 else ""))
+    return f"{_short(str(cfg.get('policy', '?')))} on {_short(str(env))}: {report['overall']['episodes']} episodes"
+
+
 def plot_success(report: dict, path: str | Path) -> Path:
     """Bars of success rate per env id with Wilson 95% intervals as error bars, overall last."""
     plt = _pyplot()
@@ -44,7 +64,7 @@ def plot_success(report: dict, path: str | Path) -> Path:
     ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate (95% Wilson CI)")
-    ax.set_title(f"{report['overall']['episodes']} episodes")
+    ax.set_title(success_title(report), fontsize=9)
     fig.tight_layout()
     return _save(plt, fig, path)
 

@@ -147,7 +147,11 @@ def load_policy(spec: str | Path, device: str = "auto", action_horizon: int | No
             raise TrainingError(f"{' and '.join(sampling)} apply to trained policies, not to the teacher; "
                                 f"drop them or pass policy=<checkpoint dir>")
         return TeacherPolicy()
-    path = Path(spec).expanduser()
+    from policies.atomic import recover_dir
+
+    # a write killed between its two renames left only `.<name>.old`: rolled back first (read where it is on
+    # read-only storage)
+    path = recover_dir(Path(spec).expanduser())
     if not path.exists():
         raise TrainingError(f"policy {str(spec)!r} does not exist; pass `teacher` or a checkpoint directory")
     for _kind, matches, load in _LOADERS:

@@ -41,16 +41,34 @@ def check_fits_vec(env_id: str) -> Callable[[Any, Any], None]:
     return check
 
 
-def _write_video(engine: RolloutEngine, video_dir: Path, videos: list[str]) -> None:
+def _write_video(engine: RolloutEngine, video_dir: Path, videos: list[str], fps: float | None = None) -> None:
+    """The filmed episodes tiled into one mp4, at `fps` or else the env's control rate (real time)."""
     episodes = [engine.frames[k] for k in sorted(engine.frames)]
     if not episodes:
+        log.warning("video: %s gave no frames (its render() failed or returned nothing; a Gymnasium env may need its "
+                    "render extra, e.g. pygame); no video written", engine.env_id)
         return
     path = video_dir / f"{_safe_name(engine.env_id)}.mp4"
+    fps = float(fps or engine.fps)
     try:
-        if write_video(path, episodes, fps=engine.fps) is not None:
+        if write_video(path, episodes, fps=fps) is not None:
             videos.append(str(path))
+            speed = "real time" if fps == engine.fps else f"{fps / engine.fps:.2g}x real time"
+            log.info("video %s: %d episode(s) at %g fps (%s)", path, len(episodes), fps, speed)
     except Exception as e:  # noqa: BLE001 - a missing encoder costs the video, never the report
         log.warning("could not write video %s: %s", path, e)
+
+
+def video_plan(video: bool, video_episodes: int, episodes: int, num_envs: int) -> tuple[int, int]:
+    """(episodes filmed per env id, envs that render): every asked episode up to the episodes run, whatever the
+    number of envs (a rendering env films the episodes it runs one after the other)."""
+    if not video:
+        return 0, 0
+    filmed = min(int(video_episodes), int(episodes))
+    if filmed < int(video_episodes):
+        log.info("video: filming %d episode(s) per env id, not video_episodes=%d: only %d are run", filmed,
+                 int(video_episodes), int(episodes))
+    return filmed, min(filmed, int(num_envs))
 
 
 def evaluate(
@@ -66,6 +84,7 @@ def evaluate(
     progress: bool = True,
     *,
     video_episodes: int = 4,
+    video_fps: float | None = None,
     max_episode_steps: int | None = None,
     stop_on_success: bool = True,
     env_fn: Callable[..., Any] | None = None,
@@ -79,7 +98,8 @@ def evaluate(
     `obs_spec`, `action_dim`), or the string "teacher".
     With `run_dir`, report.json, report.md, plots and (with `video`) one tiled mp4 per env id of its first
     `video_episodes` episodes are written there. An episode ends at the env's termination or truncation, at
-    `max_episode_steps` when given, and at its first success when `stop_on_success`. `env_fn` makes the envs
+    `max_episode_steps` when given, and at its first success when `stop_on_success`. Videos play at `video_fps`, by
+    default the env's control rate (`metadata["render_fps"]`: real time). `env_fn` makes the envs
     instead of `envs.make_env` (for envs alloy does not register); `config` is merged into the report's config.
     With `asynchronous` the envs step in parallel, laid out by `workers` (see `envs.vector.make_vec_env`: None
     is one group per core with this process stepping the first; N is N worker processes; N = num_envs isolates
@@ -102,6 +122,8 @@ def evaluate(
                             "leave it unset for the env's own limit")
     if video_episodes < 0:
         raise TrainingError(f"video_episodes must be 0 or more, got {video_episodes}")
+    if video_fps is not None and video_fps <= 0:
+        raise TrainingError(f"video_fps must be positive, got {video_fps}; leave it unset for real time")
     spec_name = policy_name or ("teacher" if isinstance(policy, str) else None)
     if isinstance(policy, str):
         if policy != "teacher":
@@ -112,7 +134,7 @@ def evaluate(
     episodes, env_kwargs = int(episodes), dict(env_kwargs or {})
     k = min(int(num_envs), episodes)
     asynchronous = bool(asynchronous) and k > 1  # one env gains nothing from a worker process, only a round trip
-    n_video = min(int(video_episodes), k) if video else 0
+    n_video, render_envs = video_plan(video, video_episodes, episodes, k)
     run_path = Path(run_dir) if run_dir is not None else None
     if n_video and run_path is None:
         raise TrainingError("video=true needs a run directory to write the videos to")
@@ -132,6 +154,8 @@ def evaluate(
         "stop_on_success": bool(stop_on_success),
         "video": bool(video),
         "video_episodes": n_video,
+        "video_episodes_requested": int(video_episodes),
+        "video_fps": {},  # per env id: the mp4's frame rate (the env's control rate unless video_fps was given)
         **(config or {}),
     }
     cfg["policy_threads"] = None
@@ -153,7 +177,7 @@ def evaluate(
             cfg["policy_threads"] = threads
             for env_id in env_ids:
                 make = functools.partial(
-                    make_vec_env, env_id, k, int(seed), asynchronous, render_envs=n_video, wrappers=(guard,),
+                    make_vec_env, env_id, k, int(seed), asynchronous, render_envs=render_envs, wrappers=(guard,),
                     autoreset_mode=AutoresetMode.DISABLED, env_fn=env_fn, workers=workers, **env_kwargs,
                 )
                 engine = RolloutEngine(policy, env_id, make, k, stop_on_success=stop_on_success, stats=totals,
@@ -167,7 +191,8 @@ def evaluate(
                     raise
                 finally:
                     if n_video and run_path is not None and not interrupted:
-                        _write_video(engine, run_path / "videos", videos)
+                        _write_video(engine, run_path / "videos", videos, video_fps)
+                        cfg["video_fps"][env_id] = float(video_fps or engine.fps)
     except KeyboardInterrupt:
         bar.close()
         if run_path is not None:

@@ -360,7 +360,7 @@ class _RLCallback(BaseCallback):
                  "ci_high": overall["success_ci"][1], "episodes": overall["episodes"],
                  "mean_return": overall.get("mean_return"), "wall_s": run.elapsed}
         run.history.append(entry)
-        out = run.run_dir / "evals" / f"step_{n}.json"
+        out = run.run_dir / "evals" / f"step_{n:08d}.json"
         atomic_write_json(out, {"step": n, **report})
         self.logs.write({"step": n, "eval/success_rate": entry["success_rate"]})
         if self.bar is not None:

@@ -1,0 +1,65 @@
+"""Summarise the residual-RL benchmark (benchmarks/rl/run.sh): one JSON and one markdown table of every run's final
+evaluation (200 episodes on seeds the best-checkpoint selection never saw), its wall time and env steps, and one PNG
+per robot with the learning curves of every run on it (residual PPO, PPO from scratch, residual SAC).
+
+    python benchmarks/rl/summarize.py <rl runs dir> [--out benchmarks/rl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from training.rl.train import learning_curve_plot
+
+
+def label(run: dict) -> str:
+    base = "scratch (no base)" if run["base"] in (None, "none", "") else "residual"
+    return f"{run['algo'].upper()} {base}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent)
+    args = ap.parse_args()
+    runs = {}
+    for path in sorted(args.runs.glob("*/rl.json")):
+        runs[path.parent.name] = json.loads(path.read_text())
+    if not runs:
+        raise SystemExit(f"error: no */rl.json under {args.runs}; run benchmarks/rl/run.sh first")
+    rows, by_env = [], {}
+    for name, run in runs.items():
+        final = run.get("final_eval") or {}
+        rows.append({
+            "run": name, "env": run["env"], "algo": run["algo"], "base": run["base"], "env_steps": run["env_steps"],
+            "train_wall_s": round(run["train_wall_s"], 1), "best_step": (run.get("best") or {}).get("step"),
+            "best_eval_success_50": (run.get("best") or {}).get("success_rate"),
+            "final_success": final.get("success_rate"), "final_ci": final.get("success_ci"),
+            "final_episodes": final.get("episodes"), "failures": final.get("failure_reasons"),
+            "evals": [{k: e[k] for k in ("step", "success_rate", "ci_low", "ci_high")} for e in run["evals"]],
+        })
+        by_env.setdefault(run["env"], {})[f"{label(run)} ({name})"] = run["evals"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for env, hists in by_env.items():
+        robot = env.split("-")[1].lower()
+        out = learning_curve_plot(hists, args.out / f"curves_{robot}.png", f"{env}: success vs env steps (50 eps)")
+        plots[env] = out.name if out else None
+    (args.out / "results.json").write_text(json.dumps({"runs": rows, "plots": plots}, indent=2, sort_keys=True) + "\n")
+    lines = ["| run | env | algo | base | env steps | wall (s) | best step | final success (200 eps) [95% CI] | "
+             "failures |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = r["final_ci"]
+        final = f"{100 * r['final_success']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "(not run)"
+        fails = ", ".join(f"{k} {v}" for k, v in (r["failures"] or {}).items() if v) or "-"
+        base = "none" if r["base"] in (None, "none", "") else Path(r["base"]).name
+        lines.append(f"| {r['run']} | {r['env']} | {r['algo']} | {base} | {r['env_steps']} | {r['train_wall_s']:.0f} | "
+                     f"{r['best_step']} | {final} | {fails} |")
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
