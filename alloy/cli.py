@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import distill  # noqa: F401  registers distill's kinds of checkpoint (consistency students) with load_policy
@@ -108,8 +109,23 @@ def check_config(name: str, module: ModuleType, overrides: list[str], multirun: 
             missing.append(str(e).split("'")[1])
             continue
         if check is not None and not allow_missing:  # printing the config is not running the command
-            check(cfg)
+            check(_with_run_dir(cfg, job, multirun))
     return sorted(set(missing))
+
+
+def _with_run_dir(cfg, overrides: list[str], multirun: bool):
+    """`cfg` with `run_dir` set to the directory a `hydra.run.dir=` override names, so that a command's check can
+    refuse a directory that already holds a run before Hydra writes its config files there (a default, timestamped
+    run directory is new: run_dir stays empty)."""
+    from omegaconf import OmegaConf
+
+    given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "hydra.run.dir"]
+    if multirun or not given or "${" in given[-1] or cfg.get("run_dir"):
+        return cfg
+    OmegaConf.set_struct(cfg, False)
+    cfg.run_dir = str(Path(given[-1]).expanduser().absolute())
+    OmegaConf.set_struct(cfg, True)
+    return cfg
 
 
 MISSING_PREFIX = "missing required value '"  # alloy.config.validate's message for a `???` left unset

@@ -134,11 +134,20 @@ def validate(cfg: DictConfig, config_cls: type) -> DictConfig:
         raise ConfigError(f"invalid value for '{key}': {e.msg.splitlines()[0]}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid config: {str(e).splitlines()[0]}") from None
-    missing = sorted(OmegaConf.missing_keys(merged))
+    missing = sorted(OmegaConf.missing_keys(merged) | _required_left_empty(merged, schema_cls))
     if missing:
         raise ConfigError(f"missing required value '{missing[0]}'; set it on the command line: {missing[0]}=...")
     check_ranges(merged, schema_cls)
     return merged
+
+
+def _required_left_empty(cfg: DictConfig, schema_cls: type) -> set[str]:
+    """Top-level keys the command requires (default `???`) that composed to an empty string: a `???` in a config
+    file does not override the empty default a shared group (e.g. `rl_defaults`) put there first."""
+    from omegaconf import MISSING
+
+    return {f.name for f in dataclasses.fields(schema_cls)
+            if f.default is MISSING and f.name in cfg and OmegaConf.select(cfg, f.name, throw_on_missing=False) == ""}
 
 
 def _dataclass_in(hint: Any) -> type | None:

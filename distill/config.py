@@ -52,7 +52,7 @@ class DistillConfig:
     envs_per_robot: int = num(2, lo=1)
     workers: int | None = num(None, lo=1)  # None: one group of envs per core
     # env id -> parameter -> [low, high]; default: each specialist's own RL randomisation
-    randomize: dict[str, dict[str, list[float]]] = seq(dict, length=2, ordered=True)
+    randomize: dict[str, dict[str, list[Any]]] = seq(dict, length=2, ordered=True)  # numbers, checked by the rule
     label_std_floor: float = num(0.05, lo=0)  # teacher std floor (action units) for deterministic labellers (the base)
     eval_episodes: int = num(100, lo=1)  # final evaluation per robot and per variant
     eval_num_envs: int = num(8, lo=1)

@@ -33,7 +33,7 @@ from policies import noise as noise_source
 from policies.atomic import atomic_dir
 from policies.errors import PolicyError
 from policies.expert_cache import engaged, recorded, replayed
-from policies.runtime.artifact import FORMAT, FORMAT_VERSION, SPEC_FILE, file_sha256
+from policies.runtime.artifact import FORMAT, FORMAT_VERSION, SPEC_FILE, file_sha256, spec_digest
 from policies.version import alloy_version
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,7 @@ def _write(policy, out: Path, formats: tuple[str, ...], extra: dict[str, Any]) -
             **{k: v for k, v in body.items() if k != "kind"}, **extra}
     files = sorted(p for p in out.rglob("*") if p.is_file() and p != out / SPEC_FILE)
     spec["files"] = {p.relative_to(out).as_posix(): file_sha256(p) for p in files}
+    spec["spec_sha256"] = spec_digest(spec)
     (out / SPEC_FILE).write_bytes(json.dumps(spec, indent=1).encode("utf-8"))
     return spec
 
@@ -269,9 +270,11 @@ def export_policy(policy, out: str | os.PathLike, formats: tuple[str, ...] = ("o
     return Path(out)
 
 
-def parity(policy, runtime, observations: list[dict[str, np.ndarray]]) -> float:
+def parity(policy, runtime, observations: list[dict[str, np.ndarray]],
+           resets: dict[int, np.ndarray] | None = None) -> float:
     """Max |action difference| between the torch policy and the runtime over a sequence of observation batches,
-    with the runtime's noise draws given to the torch policy draw for draw (both reset first)."""
+    with the runtime's noise draws given to the torch policy draw for draw (both reset first; `resets[t]`, a mask,
+    resets those envs of both before step t)."""
     draws: list[np.ndarray] = []
     for rt in _runtimes(runtime):
         original = rt._noise
@@ -285,7 +288,10 @@ def parity(policy, runtime, observations: list[dict[str, np.ndarray]]) -> float:
     policy.reset()
     runtime.reset()
     worst = 0.0
-    for obs in observations:
+    for t, obs in enumerate(observations):
+        if resets and t in resets:
+            policy.reset(resets[t])
+            runtime.reset(resets[t])
         start = len(draws)
         a_rt = runtime.act(obs)
         with noise_source.given([torch.from_numpy(d) for d in draws[start:]]):

@@ -154,7 +154,7 @@ def test_diffusion_registry_knows_every_process():
     from policies.diffusion.edm import EDMProcess
     from policies.diffusion.regression import RegressionProcess
 
-    assert list(PROCESSES) == ["ddpm", "ddim", "edm", "regression"]
+    assert list(PROCESSES) == ["ddpm", "ddim", "edm", "regression", "gaussian"]
     for kind in ("ddpm", "ddim"):  # built in tests/test_fast_samplers.py (diffusers is slow to import)
         assert PROCESSES[kind].func is DiffusersProcess and PROCESSES[kind].keywords == {"kind": kind}
     assert isinstance(build_process(DiffusionConfig(name="edm", num_inference_steps=10)), EDMProcess)

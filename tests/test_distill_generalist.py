@@ -13,6 +13,7 @@ from alloy import cli
 from distill.config import BetaSchedule
 from distill.generalist import beta_for_round
 from distill.objectives import GaussianDistillation, gaussian_kl
+from policies.interface import observation_for
 
 HOLO, DIFF = "alloy/Nav-Holonomic-v0", "alloy/Nav-Diffdrive-v0"
 
@@ -162,11 +163,11 @@ def test_distill_runs_resumes_and_the_descriptor_reaches_the_student(nav_base, t
     from test_rl_residual import observations
 
     obs = observations(DIFF, 2)
-    a = student.act(obs)
+    a = student.act(observation_for(student, obs))
     student.reset()
     other = {k: v.copy() for k, v in obs.items()}
     other["embodiment"][:, :4] = [1.0, 0.0, 0.0, 0.0]  # the holonomic one-hot
-    assert not np.allclose(a, student.act(other))
+    assert not np.allclose(a, student.act(observation_for(student, other)))
 
     # resume: a run killed after its first round continues from the saved round and checkpoint
     state = json.loads((run_dir / "checkpoints" / "last" / "train_state.json").read_text())

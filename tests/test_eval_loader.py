@@ -64,7 +64,7 @@ def test_any_package_can_add_a_kind_of_checkpoint(tmp_path):
     try:
         assert load_policy(tmp_path / "tagged", device="cpu", action_horizon=2) == "tagged policy"
         assert calls == [(tmp_path / "tagged", "cpu", {"action_horizon": 2})]
-        with pytest.raises(TrainingError, match="accepted: teacher, checkpoint, consistency student, test kind"):
+        with pytest.raises(TrainingError, match="accepted: teacher, checkpoint, residual, consistency student, test kind"):
             load_policy(tmp_path)
     finally:
         policy_loader._CHECKPOINT_KINDS.pop("test_kind")

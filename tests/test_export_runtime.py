@@ -54,21 +54,26 @@ def observations(steps: int, batch: int, language: bool = False, seed: int = 0) 
     return out
 
 
+SLOW = pytest.mark.slow  # the whole matrix, over 200 steps, is the slow test at the end of this file
 CASES = [
     ("dit", "ddim", "chunk", {}),
-    ("dit", "ddpm", "chunk", {}),  # ancestral noise at every step: the graph's noise inputs
-    ("mdt", "edm", "chunk", {}),
+    pytest.param("dit", "ddpm", "chunk", {}, marks=SLOW),  # ancestral noise at every step: the graph's noise inputs
+    pytest.param("mdt", "edm", "chunk", {}, marks=SLOW),
     ("mode", "edm", "chunk", {}),  # expert cache engaged: fused experts in the graph
     ("dit", "ddim", "streaming", {}),
-    ("mode", "edm", "streaming", {}),
-    ("dit", "ddim", "truncated", {}),
+    pytest.param("mode", "edm", "streaming", {}, marks=SLOW),
+    pytest.param("dit", "ddim", "truncated", {}, marks=SLOW),
     ("dit", "ddim", "truncated", {"select": "prior"}),
     ("mlp", "gaussian", "chunk", {}),
 ]
 
 
-@pytest.mark.parametrize("net, process, scheme, kw", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}{'-' + c[3]['select'] if c[3] else ''}"
-                                                               for c in CASES])
+def _case_id(c) -> str:
+    c = c.values if hasattr(c, "values") else c
+    return f"{c[0]}-{c[1]}-{c[2]}{'-' + c[3]['select'] if c[3] else ''}"
+
+
+@pytest.mark.parametrize("net, process, scheme, kw", CASES, ids=[_case_id(c) for c in CASES])
 def test_artifact_acts_like_the_torch_policy_given_the_same_noise(tmp_path, net, process, scheme, kw):
     language = net == "mdt"
     policy = small(net, process, scheme, language=language, **kw)
@@ -185,3 +190,26 @@ def test_alloy_export_and_alloy_eval_of_the_artifact(nav_base, tmp_path):
                      "progress=false", f"hydra.run.dir={eval_dir}"]) == 0
     assert json.loads((eval_dir / "report.json").read_text())["overall"]["episodes"] == 2
     assert cli.main(["export", f"policy={nav_base}", f"out={out}", f"hydra.run.dir={tmp_path / 'again'}"]) == 2
+
+
+MATRIX = [(net, process, scheme) for net in ("dit", "mdt", "mode")
+          for process, scheme in (("ddim", "chunk"), ("edm", "chunk"), ("ddim", "streaming"), ("edm", "streaming"),
+                                  ("ddim", "truncated"), ("edm", "consistency"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net, process, scheme", MATRIX, ids=["-".join(c) for c in MATRIX])
+def test_every_denoiser_and_scheme_matches_over_a_200_step_rollout_with_resets(tmp_path, net, process, scheme):
+    """The export bar: exported actions equal the torch policy's within 1e-4 over 200 steps, per-env resets included
+    (consistency: a one-step consistency student of an EDM chunk teacher, exported as a policy)."""
+    from distill.consistency import make_student
+
+    language = net == "mdt"
+    if scheme == "consistency":
+        policy = make_student(small(net, process, "chunk", language=language), steps=1).eval()
+    else:
+        policy = small(net, process, scheme, language=language)
+    out = export_policy(policy, tmp_path / "artifact")
+    resets = {50: np.array([True, False, False]), 120: np.array([False, True, True]), 121: np.ones(3, bool)}
+    diff = parity(policy, Runtime(out, seed=5), observations(200, 3, language, seed=7), resets=resets)
+    assert diff < 1e-4, diff

@@ -116,14 +116,15 @@ def _toy_pipeline(argv: list[str]) -> list[str]:
         key = _key(a)
         if key in lists:  # the README's own stage overrides come after the toy ones, so they win
             items = [i.strip() for i in a.split("=", 1)[1].strip("[]").split(",") if i.strip()]
-            for i in items:
-                k = i.split("=", 1)[0]
-                lists[key].append(f"{k}={PIPELINE_SCALE[k]}" if k in PIPELINE_SCALE else i)
+            for i in items:  # kept as written (quoted or not), only a size value scaled
+                k = i.strip('"').split("=", 1)[0]
+                lists[key].append(i.replace(i.strip('"'), f"{k}={PIPELINE_SCALE[k]}") if k in PIPELINE_SCALE else i)
         else:
             out.append(a)
     given = {_key(a) for a in out if "=" in a}
     out += [f"{k}={v}" for k, v in PIPELINE.items() if not isinstance(v, list) and k not in given]
-    out += [f"{k}=[{','.join(json_str(i) for i in v)}]" for k, v in lists.items()]
+    out += [f"{k}=[{','.join(i if i.startswith(chr(34)) else json_str(i) for i in v[:len(PIPELINE[k])])}"
+            f"{''.join(',' + i for i in v[len(PIPELINE[k]):])}]" for k, v in lists.items()]
     return out + ["store=outputs/pipeline/store", "device=cpu"]
 
 

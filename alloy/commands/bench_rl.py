@@ -22,6 +22,19 @@ class Config(RLConfig):
     repeats: int = num(3, lo=1)  # round-robin passes over the rows; medians are reported
 
 
+def check(cfg: DictConfig) -> None:
+    """The base must exist before anything is written (`base=none` times the loop without one)."""
+    from pathlib import Path
+
+    from policies.atomic import recover_dir
+    from training.errors import TrainingError
+    from training.rl.config import NO_BASE
+
+    if cfg.base != NO_BASE and not recover_dir(Path(cfg.base).expanduser()).exists():
+        raise TrainingError(f"base {cfg.base!r} does not exist; pass the checkpoint directory or exported artifact of "
+                            f"an imitation policy, or base=none")
+
+
 def run(cfg: DictConfig) -> None:
     from policies.atomic import atomic_write_json
     from training.errors import TrainingError

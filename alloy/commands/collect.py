@@ -71,6 +71,11 @@ def check(cfg: DictConfig) -> None:
         raise TrainingError(f"num_envs must be >= 1, got {cfg.num_envs}")
     if cfg.max_attempts_factor < 1:
         raise TrainingError(f"max_attempts_factor must be >= 1, got {cfg.max_attempts_factor}")
+    import re
+
+    if cfg.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name):
+        raise TrainingError(f"invalid value for 'name': {cfg.name!r}; a dataset name is letters, digits, '_', '-' "
+                            f"and '.' (it becomes <env>/<name>-v0), e.g. name=expert10")
     from policies.atomic import recover_dir
 
     if cfg.teacher != "teacher" and not recover_dir(Path(cfg.teacher).expanduser()).is_dir():

@@ -42,9 +42,14 @@ def _typed(cfg: DictConfig):
 
 def check(cfg: DictConfig) -> None:
     """Value checks before anything is written (the specialists are loaded to check they fit together)."""
+    from alloy.config import ConfigError
     from distill.errors import DistillError
     from distill.generalist import Distillation
 
+    if not cfg.specialists:
+        raise ConfigError("missing required value 'specialists': no specialists given; pass "
+                          "'specialists=[\"<env id>=<base dir>\",<specialist dir>,...]' (residual specialists from "
+                          "`alloy rl` record their robot)")
     for key in ("rounds", "episodes_per_round", "steps_per_round", "envs_per_robot", "eval_episodes",
                 "eval_num_envs"):
         if cfg[key] < 1:
@@ -61,21 +66,21 @@ def check(cfg: DictConfig) -> None:
                            f">= 0; got {OmegaConf.to_container(b)}")
     dc, student, trainer_cfg, _ = _typed(cfg)
     Distillation(dc, student, trainer_cfg, "/nonexistent")
+    rounds = Path(cfg.run_dir) / "rounds" if cfg.run_dir else None
+    if rounds is not None and not cfg.resume and rounds.exists() and any(rounds.iterdir()):
+        raise DistillError(f"{cfg.run_dir} already holds a distillation run; pass resume=true to continue it or "
+                           f"choose another hydra.run.dir")
 
 
 def run(cfg: DictConfig) -> None:
     import numpy as np
 
-    from distill.errors import DistillError
     from distill.generalist import EVAL_SEED_OFFSET, Distillation, write_report  # noqa: F401
     from training.evaluation import load_policy
     from training.runtime import seed_everything
 
     check(cfg)
     run_dir = Path(cfg.run_dir)
-    if not cfg.resume and (run_dir / "rounds").exists() and any((run_dir / "rounds").iterdir()):
-        raise DistillError(f"{run_dir} already holds a distillation run; pass resume=true to continue it or choose "
-                           f"another hydra.run.dir")
     seed_everything(cfg.seed)
     dc, student, trainer_cfg, data = _typed(cfg)
     run = Distillation(dc, student, trainer_cfg, run_dir, resume=cfg.resume, config=data)

@@ -49,8 +49,16 @@ def check(cfg: DictConfig) -> None:
                             f"alloy rl or alloy distill")
     if cfg.check_steps < 0 or cfg.check_batch < 1:
         raise TrainingError("check_steps must be >= 0 and check_batch >= 1")
-    if cfg.out and Path(cfg.out).exists() and not cfg.overwrite:
+    if not cfg.out:
+        return
+    out, source = Path(cfg.out).expanduser().resolve(), Path(cfg.policy).expanduser().resolve()
+    if out == source or source in out.parents or out in source.parents:
+        raise TrainingError(f"out={cfg.out} would overlap the policy it exports ({cfg.policy}); choose another out=")
+    if out.exists() and not cfg.overwrite:
         raise TrainingError(f"{cfg.out} already exists; pass overwrite=true to replace it or choose another out=")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "policy.json").is_file())):
+        raise TrainingError(f"{cfg.out} exists and is not an exported artifact; overwrite=true replaces artifacts "
+                            f"only: choose another out=")
 
 
 def descriptor_layout(obs_spec) -> dict | None:

@@ -59,20 +59,26 @@ def check(cfg: DictConfig) -> None:
         if len(bounds) != 2:
             raise TrainingError(f"randomize.{key} must be a pair [low, high], got {list(bounds)}")
     ResidualRL(rl_config_from(OmegaConf.to_container(cfg, resolve=True)), "/nonexistent", resume=False)
+    if cfg.run_dir:
+        refuse_existing_run(Path(cfg.run_dir), cfg.resume)
+
+
+def refuse_existing_run(run_dir: Path, resume: bool) -> None:
+    from training.errors import TrainingError
+
+    if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        raise TrainingError(f"{run_dir} already holds an RL run; pass resume=true to continue it or choose another "
+                            f"hydra.run.dir")
 
 
 def run(cfg: DictConfig) -> None:
     from policies.atomic import atomic_write_json
-    from training.errors import TrainingError
     from training.evaluation import load_policy
     from training.rl.train import ResidualRL, learning_curve_plot, rl_config_from
     from training.runtime import seed_everything
 
     check(cfg)
     run_dir = Path(cfg.run_dir)
-    if not cfg.resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
-        raise TrainingError(f"{run_dir} already holds an RL run; pass resume=true to continue it or choose another "
-                            f"hydra.run.dir")
     seed_everything(cfg.seed)
     config = OmegaConf.to_container(cfg, resolve=True)
     rl = ResidualRL(rl_config_from(config), run_dir, resume=cfg.resume, config=config)

@@ -49,8 +49,10 @@ def parse_datasets(spec: str) -> tuple[list[str], list[float] | None]:
         if any(c in name for c in "*?["):
             matched = [d for d in list_datasets() if fnmatch.fnmatch(d, name)]
             if not matched:
-                raise DatasetError(f"no local dataset matches {name!r}; list them with `alloy collect --help` or check "
-                                   f"ALLOY_DATA_DIR")
+                have = list_datasets()
+                shown = ", ".join(have[:6]) + (f" (+{len(have) - 6} more)" if len(have) > 6 else "")
+                raise DatasetError(f"no local dataset matches {name!r}; the data root (ALLOY_DATA_DIR) holds: "
+                                   f"{shown or 'none'}; make one with `alloy collect`")
         else:
             matched = [name]
         for m in matched:
@@ -113,6 +115,39 @@ def check(cfg: DictConfig) -> None:
 
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true continues the run in hydra.run.dir and overwrite=true replaces it; pass one")
+    if cfg.trainer.min_lr > cfg.trainer.lr:
+        raise ConfigError(f"invalid value for 'trainer.min_lr': {cfg.trainer.min_lr}; it must be <= trainer.lr "
+                          f"({cfg.trainer.lr}), the cosine's peak")
+    if cfg.run_dir:
+        refuse_existing_run(cfg)
+    if cfg.get("dataset") and not OmegaConf.is_missing(cfg, "dataset"):
+        from training.data import list_datasets
+        from training.datasets_io import dataset_dir
+        from training.errors import DatasetError
+
+        ids, _ = parse_datasets(cfg.dataset)  # unknown or unmatched datasets, bad weights: before the run dir exists
+        unknown = [d for d in ids if not dataset_dir(d).is_dir()]
+        if unknown:
+            have = list_datasets()
+            shown = ", ".join(have[:6]) + (f" (+{len(have) - 6} more)" if len(have) > 6 else "")
+            raise DatasetError(f"dataset {unknown[0]!r} not found; the data root (ALLOY_DATA_DIR) holds: "
+                               f"{shown or 'none'}; make one with `alloy collect`")
+
+
+def refuse_existing_run(cfg: DictConfig) -> list[str]:
+    """The checkpoints `cfg.run_dir` holds; TrainingError when it holds one and neither resume=true nor
+    overwrite=true says what to do with it."""
+    from pathlib import Path
+
+    from training.checkpoint import existing_checkpoints
+    from training.errors import TrainingError
+
+    run_dir = Path(cfg.run_dir)
+    found = existing_checkpoints(run_dir / "checkpoints")
+    if found and not cfg.resume and not cfg.overwrite:
+        raise TrainingError(f"{run_dir} already holds a training run (checkpoints/{found[0]}); pass resume=true to "
+                            f"continue it, overwrite=true to replace it, or choose another hydra.run.dir")
+    return found
 
 
 def prepare_run_dir(cfg: DictConfig) -> bool:
@@ -122,18 +157,12 @@ def prepare_run_dir(cfg: DictConfig) -> bool:
     import shutil
     from pathlib import Path
 
-    from training.checkpoint import existing_checkpoints
-    from training.errors import TrainingError
-
     run_dir = Path(cfg.run_dir)
-    found = existing_checkpoints(run_dir / "checkpoints")
+    found = refuse_existing_run(cfg)
     if cfg.resume and "last" in found:
         return True
     if cfg.resume:
         log.info("nothing to resume in %s (no checkpoints/last): starting a fresh run", run_dir)
-    elif found and not cfg.overwrite:
-        raise TrainingError(f"{run_dir} already holds a training run (checkpoints/{found[0]}); pass resume=true to "
-                            f"continue it, overwrite=true to replace it, or choose another hydra.run.dir")
     if cfg.overwrite and found and os.environ.get("RANK", "0") == "0":  # data parallel: rank 0 clears
         log.info("overwrite=true: removing the earlier run's checkpoints and logs in %s", run_dir)
         for name in RUN_OUTPUTS:

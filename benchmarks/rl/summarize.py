@@ -19,6 +19,26 @@ def label(run: dict) -> str:
     return f"{run['algo'].upper()} {base}"
 
 
+def unfinished(run_dir: Path) -> dict | None:
+    """A run stopped before its end (no rl.json): its periodic evaluations and config, no final evaluation."""
+    import yaml
+
+    evals = sorted(run_dir.glob("evals/step_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+    config = run_dir / ".hydra" / "config.yaml"
+    if not evals or not config.is_file():
+        return None
+    cfg = yaml.safe_load(config.read_text())
+    hist = []
+    for p in evals:
+        d = json.loads(p.read_text())
+        o = d["overall"]
+        hist.append({"step": d["step"], "success_rate": o["success_rate"], "ci_low": o["success_ci"][0],
+                     "ci_high": o["success_ci"][1]})
+    best = max(hist, key=lambda h: h["success_rate"])
+    return {"env": cfg["env"], "algo": cfg["algo"], "base": cfg["base"], "env_steps": hist[-1]["step"],
+            "train_wall_s": float("nan"), "best": best, "evals": hist, "final_eval": None, "stopped": True}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path)
@@ -27,6 +47,10 @@ def main() -> None:
     runs = {}
     for path in sorted(args.runs.glob("*/rl.json")):
         runs[path.parent.name] = json.loads(path.read_text())
+    for run_dir in sorted(p for p in args.runs.iterdir() if p.is_dir() and p.name not in runs):
+        partial = unfinished(run_dir)
+        if partial is not None:
+            runs[run_dir.name] = partial
     if not runs:
         raise SystemExit(f"error: no */rl.json under {args.runs}; run benchmarks/rl/run.sh first")
     rows, by_env = [], {}
@@ -39,6 +63,7 @@ def main() -> None:
             "final_success": final.get("success_rate"), "final_ci": final.get("success_ci"),
             "final_episodes": final.get("episodes"), "failures": final.get("failure_reasons"),
             "evals": [{k: e[k] for k in ("step", "success_rate", "ci_low", "ci_high")} for e in run["evals"]],
+            "stopped_before_end": bool(run.get("stopped")),
         })
         by_env.setdefault(run["env"], {})[f"{label(run)} ({name})"] = run["evals"]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -48,15 +73,16 @@ def main() -> None:
         out = learning_curve_plot(hists, args.out / f"curves_{robot}.png", f"{env}: success vs env steps (50 eps)")
         plots[env] = out.name if out else None
     (args.out / "results.json").write_text(json.dumps({"runs": rows, "plots": plots}, indent=2, sort_keys=True) + "\n")
-    lines = ["| run | env | algo | base | env steps | wall (s) | best step | final success (200 eps) [95% CI] | "
+    lines = ["| run | env | algo | base | env steps | wall (s) | best step (its eval) | final success (200 eps) [95% CI] | "
              "failures |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = r["final_ci"]
-        final = f"{100 * r['final_success']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "(not run)"
+        final = f"{100 * r['final_success']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else \
+            "stopped early: no final eval"
         fails = ", ".join(f"{k} {v}" for k, v in (r["failures"] or {}).items() if v) or "-"
         base = "none" if r["base"] in (None, "none", "") else Path(r["base"]).name
         lines.append(f"| {r['run']} | {r['env']} | {r['algo']} | {base} | {r['env_steps']} | {r['train_wall_s']:.0f} | "
-                     f"{r['best_step']} | {final} | {fails} |")
+                     f"{r['best_step']} ({100 * r['best_eval_success_50']:.0f}% of 50) | {final} | {fails} |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

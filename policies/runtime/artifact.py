@@ -22,7 +22,7 @@ from policies.errors import PolicyError
 
 SPEC_FILE = "policy.json"
 FORMAT = "alloy-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: policy.json carries spec_sha256, the hash of its own content
 KINDS = ("diffusion", "residual")
 
 
@@ -32,6 +32,12 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """sha256 of policy.json's content without its own `spec_sha256` entry (keys sorted: byte-stable)."""
+    body = {k: v for k, v in spec.items() if k != "spec_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def read_artifact(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
@@ -51,6 +57,15 @@ def read_artifact(path: str | os.PathLike, verify: bool = True) -> dict[str, Any
     if spec.get("kind") not in KINDS or not isinstance(spec.get("files"), dict):
         raise PolicyError(f"{spec_file} is incomplete (kind or files missing); the artifact is corrupt")
     if verify:
+        if int(spec.get("format_version", -1)) >= 2 and spec.get("spec_sha256") != spec_digest(spec):
+            raise PolicyError(f"{spec_file} does not match its own hash (spec_sha256): the artifact's spec was "
+                              f"modified after export; export it again")
+        listed = set(spec["files"])
+        for graph in (spec.get("graphs") or {}).values():
+            for form in ("onnx", "pt2"):
+                if isinstance(graph, dict) and graph.get(form) and graph[form] not in listed:
+                    raise PolicyError(f"{spec_file} names the graph file {graph[form]} but has no hash for it: the "
+                                      f"artifact was modified after export; export it again")
         for rel, digest in spec["files"].items():
             f = root / rel
             if not f.is_file():

@@ -135,7 +135,11 @@ class Runtime:
         for key, shape in self.obs_spec.items():
             if key not in obs:
                 raise PolicyError(f"observation lacks key '{key}'; the policy expects {self._expected()}")
-            raw = np.asarray(obs[key])
+            try:
+                raw = np.asarray(obs[key])
+            except (ValueError, TypeError) as e:  # ragged nested lists
+                raise PolicyError(f"observation '{key}' is not an array ({e}); the policy expects "
+                                  f"{self._expected()}") from None
             if raw.dtype.kind not in "fiub":
                 raise PolicyError(f"observation '{key}' is not numeric (dtype {raw.dtype}); the policy expects "
                                   f"{self._expected()}")

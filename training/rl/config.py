@@ -76,7 +76,7 @@ class RLConfig:
     critic_warmup_steps: int = num(0, lo=0)  # env steps during which only the critic learns (the actor is frozen)
     explore_ramp_steps: int = num(0, lo=0)  # progressive exploration: P(use residual) = min(1, t / this); 0: always
     # per-episode ranges [low, high] of physical parameters
-    randomize: dict[str, list[float]] = seq(dict, length=2, ordered=True)
+    randomize: dict[str, list[Any]] = seq(dict, length=2, ordered=True)  # numbers (ints too), checked by the rule
     reward: dict[str, float] = seq(dict)  # reward weights (nav: progress, success, collision, time)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_every: int = num(50_000, lo=0, note="0: only at the end")  # env steps
