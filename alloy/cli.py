@@ -108,6 +108,10 @@ def check_config(name: str, module: ModuleType, overrides: list[str], multirun: 
                 raise
             missing.append(str(e).split("'")[1])
             continue
+        if not allow_missing and cfg.get("device", "auto") != "auto":  # auto never fails; the others import torch
+            from training.runtime import resolve_device
+
+            resolve_device(cfg.device)  # device=tpu, or cuda without CUDA: before the run directory exists
         if check is not None and not allow_missing:  # printing the config is not running the command
             check(_with_run_dir(cfg, job, multirun))
     return sorted(set(missing))

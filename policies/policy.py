@@ -389,7 +389,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[PolicySpec, dict[str, torc
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise PolicyError(f"{weights} is not a readable safetensors file ({str(e).splitlines()[0]}); the checkpoint "
-                          f"is corrupt, save it again") from None
+                          f"is corrupt: save the policy again, or resume or evaluate from another checkpoint (e.g. "
+                          f"checkpoints/best)") from None
     if meta.get("format") != FORMAT:
         raise PolicyError(f"{weights} was not written by an alloy policy (format {meta.get('format')!r}); "
                           f"load it with the tool that wrote it")

@@ -224,3 +224,16 @@ def test_success_plot_title_names_policy_and_env():
     assert "checkpoints/best" in title and "on nav" in title and "20 episodes" in title
     report["config"].pop("env")
     assert "alloy/Nav-Holonomic-v0" in success_title(report)
+
+
+# ------------------------------------------------------------------------------------------------ item 7: threads
+def test_training_threads_share_the_cores_among_local_processes(monkeypatch):
+    import os
+
+    from alloy.commands.train import training_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert training_threads(0) == cores and training_threads(3) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))  # more torchrun processes than cores: one thread each
+    assert training_threads(0) == 1

@@ -35,6 +35,9 @@ class Config:
     future_steps: int = num(-1, lo=-1, note="-1: pred_horizon")  # MDT foresight target: state this many steps ahead
     eval_env_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)  # merged over the datasets' env kwargs
     resume: bool = False  # continue the run in hydra.run.dir from its checkpoints/last
+    # torch threads of each training process on CPU; 0: the cores this process may use divided by the processes of
+    # a torchrun on this machine (OpenMP threads spinning on a core another process needs slow both down badly)
+    threads: int = num(0, lo=0, note="0: cores / local processes")
     overwrite: bool = False  # start afresh in a hydra.run.dir that already holds a checkpoint (replacing it)
 
 
@@ -174,6 +177,16 @@ def prepare_run_dir(cfg: DictConfig) -> bool:
     return False
 
 
+def training_threads(threads: int) -> int:
+    """`threads`, or for 0 the cores this process may use shared among the torchrun processes of this machine."""
+    import os
+
+    if threads > 0:
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def run(cfg: DictConfig) -> None:
     from policies import DiffusionConfig as D
     from policies import NetConfig as N
@@ -191,6 +204,11 @@ def run(cfg: DictConfig) -> None:
     net, diffusion, scheme = typed(N, cfg.policy), typed(D, cfg.diffusion), typed(S, cfg.scheme)
     trainer_cfg = typed(T, cfg.trainer)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(training_threads(cfg.threads))
+        log.info("torch threads: %d (threads=%d)", torch.get_num_threads(), cfg.threads)
     seed_everything(cfg.seed)
     ids, weights = parse_datasets(cfg.dataset)
     dataset = WindowDataset(ids, obs_horizon=net.obs_horizon, pred_horizon=net.pred_horizon, weights=weights,
