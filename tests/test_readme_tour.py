@@ -33,7 +33,7 @@ TOY = {
     "bench inference": ["tasks=[alloy/Nav-Holonomic-v0]", "sizes.demos=3", "sizes.train_steps=4", "sizes.batch_size=8",
                         "sizes.d_model=32", "sizes.n_layers=1", "sizes.distill_steps=2", "sizes.eval_episodes=1",
                         "sizes.eval_num_envs=1", "sizes.latency_window=40", "sizes.latency_repeats=1",
-                        "sizes.b64_repeats=1", "sizes.num_anchors=2", "ddpm_steps=3", "deploy=[chunk]",
+                        "sizes.b64_repeats=1", "sizes.num_anchors=4", "ddpm_steps=3", "deploy=[chunk]",
                         "progress=false"],
     "bench rl": ["steps=64", "warmup_steps=16", "repeats=1", "num_envs=2", "ppo.n_steps=16", "ppo.batch_size=32"],
     "collect": ["num_envs=2", "progress=false"],

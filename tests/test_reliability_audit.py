@@ -111,3 +111,35 @@ def test_the_runtime_refuses_a_ragged_observation_with_the_spec(tmp_path):
     with pytest.raises(PolicyError, match="is not an array.*expects"):
         rt.act({"state": [[0.0, 1.0], [0.0]]})
     assert rt.act({"state": np.zeros((2, 5), np.float32)}).shape == (2, 2)
+
+
+def test_the_runtime_refuses_a_new_batch_size_without_reset_a_newer_format_and_a_missing_file(tmp_path):
+    import shutil
+
+    from test_export_runtime import small
+
+    from policies.export import export_policy
+    from policies.runtime import Runtime
+    from policies.runtime.artifact import spec_digest
+
+    out = export_policy(small("dit", "ddim", "chunk"), tmp_path / "a")
+    rt = Runtime(out)
+    rt.act({"state": np.zeros((3, 5), np.float32)})
+    with pytest.raises(PolicyError, match="call reset"):
+        rt.act({"state": np.zeros((2, 5), np.float32)})
+    rt.reset()
+    assert rt.act({"state": np.zeros((2, 5), np.float32)}).shape == (2, 2)
+    with pytest.raises(PolicyError, match="NaN or inf"):
+        rt.act({"state": np.full((2, 5), np.inf, np.float32)})
+
+    newer = tmp_path / "newer"
+    shutil.copytree(out, newer)
+    spec = json.loads((newer / "policy.json").read_text())
+    spec["format_version"] += 1
+    spec["spec_sha256"] = spec_digest(spec)
+    (newer / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(PolicyError, match="newer alloy"):
+        Runtime(newer)
+    (out / "plan.onnx").unlink()
+    with pytest.raises(PolicyError, match="lacks plan.onnx"):
+        Runtime(out)

@@ -61,7 +61,7 @@ def main() -> None:
     policy = Policy.from_pretrained(args.checkpoint, device="cpu").eval()
     obs1, obs64 = _obs_batch(args.env, 1, seed=0), _obs_batch(args.env, 64, seed=1)
     name = f"{policy.spec.net.name}-d{policy.spec.net.d_model}x{policy.spec.net.n_layers}-{policy.spec.scheme.name}"
-    work = args.out / "artifacts"
+    work = args.out / "artifacts"  # the exported forms (large: ignored by git)
     rows = time_forms(name, policy, obs1, obs64, work, args.window, args.repeats, warmup=4)
     art = work / name
     sizes = {p.name: p.stat().st_size for p in sorted(art.iterdir()) if p.is_file()}

@@ -175,7 +175,10 @@ class Runtime:
         keys = self.feature_keys
         b = arrays[keys[0]].shape[0]
         feat = (np.concatenate([arrays[k] for k in keys], axis=1) * self._f_scale + self._f_offset).astype(np.float32)
-        if self._hist is None or self._hist.shape[0] != b:
+        if self._hist is not None and self._hist.shape[0] != b:
+            raise PolicyError(f"the batch has {b} envs but this episode started with {self._hist.shape[0]}; call "
+                              f"reset() before changing the number of envs ({self._expected()})")
+        if self._hist is None:
             self._hist = np.zeros((b, self.To, feat.shape[1]), dtype=np.float32)
             self._fresh = np.ones(b, dtype=bool)
             self._cursor = np.full(b, self.Ta, dtype=np.int64)
