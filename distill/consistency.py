@@ -37,6 +37,7 @@ from policies import Policy
 from policies import noise as noise_source
 from policies.diffusion.base import Process, expand_like
 from policies.diffusion.edm import sigma_schedule
+from policies.expert_cache import ExpertCache
 from policies.nets.common import sinusoidal
 from training.objectives import ObjectiveBase, load_module_state, module_state
 
@@ -148,8 +149,10 @@ def make_student(teacher: Policy, steps: int = 1, grid: int = 40) -> Policy:
     if steps < 1 or grid < 2 or steps > grid:
         raise DistillError(f"need 1 <= steps <= grid and grid >= 2, got steps={steps}, grid={grid}")
     student = copy.deepcopy(teacher)
-    student.expert_cache = None  # the student's denoiser takes s as well; MoDE routing still depends on levels only
     student.net = StudentNet(student.net, teacher.pred_horizon, teacher.action_dim, teacher.spec.diffusion.sigma_min)
+    # a MoDE inside routes by the level the student hands it (the sampler's level shifted by the s-conditioning):
+    # fixed for fixed sampler levels, so its experts fuse and cache as a MoDE policy's do (and export)
+    student.expert_cache = ExpertCache.for_net(student.net)
     student.net.to(teacher.device)
     student.process = ConsistencySampler(teacher.process, student.net, steps, grid)
     student.requires_grad_(True)

@@ -73,7 +73,7 @@ class ExpertCache:
     def for_net(net) -> ExpertCache | None:
         from policies.nets.mode import MoDE
 
-        return ExpertCache() if isinstance(net, MoDE) else None
+        return ExpertCache() if isinstance(moe_of(net), MoDE) else None
 
     def clear(self) -> None:
         self._patterns.clear()
@@ -206,11 +206,21 @@ def replayed(cache: ExpertCache | None, entries: list):
         cache._replay = None
 
 
+def moe_of(net):
+    """The MoDE denoiser that `net` is or wraps (a consistency student's `inner`: its routing input is the level it
+    hands the inner net, still a function of the sampler's fixed levels), else `net`."""
+    from policies.nets.mode import MoDE
+
+    inner = getattr(net, "inner", None)
+    return inner if not isinstance(net, MoDE) and isinstance(inner, MoDE) else net
+
+
 @contextlib.contextmanager
 def engaged(cache: ExpertCache | None, net):
     """Route `net.denoise` through the cache for the duration of one control step (no-op without a cache)."""
     from policies.nets.mode import MoDE
 
+    net = moe_of(net)
     if cache is None or not cache.enabled or not isinstance(net, MoDE) or "denoise" in vars(net):
         yield  # no cache, or `denoise` is already wrapped on this instance (instrumentation): leave it alone
         return
