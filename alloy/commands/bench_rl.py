@@ -24,15 +24,9 @@ class Config(RLConfig):
 
 def check(cfg: DictConfig) -> None:
     """The base must exist before anything is written (`base=none` times the loop without one)."""
-    from pathlib import Path
+    from alloy.commands.rl import check_base_exists
 
-    from policies.atomic import recover_dir
-    from training.errors import TrainingError
-    from training.rl.config import NO_BASE
-
-    if cfg.base != NO_BASE and not recover_dir(Path(cfg.base).expanduser()).exists():
-        raise TrainingError(f"base {cfg.base!r} does not exist; pass the checkpoint directory or exported artifact of "
-                            f"an imitation policy, or base=none")
+    check_base_exists(cfg.base)
 
 
 def run(cfg: DictConfig) -> None:

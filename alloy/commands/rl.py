@@ -38,9 +38,8 @@ def _positive(cfg, keys: tuple[str, ...], allow_zero: bool = False) -> None:
 
 def check(cfg: DictConfig) -> None:
     """Value checks that run before anything is written (the base and the env are loaded to check they fit)."""
-    from policies.atomic import recover_dir
     from training.errors import TrainingError
-    from training.rl.config import ALGOS, NO_BASE
+    from training.rl.config import ALGOS
     from training.rl.train import ResidualRL, rl_config_from
 
     if cfg.algo not in ALGOS:
@@ -52,15 +51,24 @@ def check(cfg: DictConfig) -> None:
                     "ppo.ent_coef", "sac.learning_starts"), allow_zero=True)
     if cfg.workers is not None and cfg.workers <= 0:
         raise TrainingError(f"workers must be a positive integer, got {cfg.workers}; leave it unset for one per core")
-    if cfg.base != NO_BASE and not recover_dir(Path(cfg.base).expanduser()).exists():
-        raise TrainingError(f"base {cfg.base!r} does not exist; pass the checkpoint directory of an imitation policy "
-                            f"(e.g. <train run>/checkpoints/best) or base=none")
+    check_base_exists(cfg.base)
     for key, bounds in (cfg.randomize or {}).items():
         if len(bounds) != 2:
             raise TrainingError(f"randomize.{key} must be a pair [low, high], got {list(bounds)}")
     ResidualRL(rl_config_from(OmegaConf.to_container(cfg, resolve=True)), "/nonexistent", resume=False)
     if cfg.run_dir:
         refuse_existing_run(Path(cfg.run_dir), cfg.resume)
+
+
+def check_base_exists(base: str) -> None:
+    """The base (a checkpoint directory or exported artifact) exists, or is `none`; also `alloy bench rl`'s check."""
+    from policies.atomic import recover_dir
+    from training.errors import TrainingError
+    from training.rl.config import NO_BASE
+
+    if base != NO_BASE and not recover_dir(Path(base).expanduser()).exists():
+        raise TrainingError(f"base {base!r} does not exist; pass the checkpoint directory or exported artifact of an "
+                            f"imitation policy (e.g. <train run>/checkpoints/best), or base=none")
 
 
 def refuse_existing_run(run_dir: Path, resume: bool) -> None:
