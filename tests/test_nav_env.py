@@ -147,3 +147,40 @@ def test_reward_rewards_progress_and_penalises_collision():
     _, r, *_ = env.step(np.array([1.0, 0.0, 0.0]))
     d = env.unwrapped._distance
     assert r == pytest.approx(2.0 * (3.0 - d), rel=1e-6) and r > 0
+
+
+def _wall_between():
+    """Start and goal on either side of a long wall: the straight line to the goal runs into it."""
+    return {"start": [-2.0, 0.0, 0.0], "goal": [2.0, 0.0],
+            "obstacles": [{"kind": "box", "x": 0.0, "y": -1.2, "sx": 0.2, "sy": 2.8}]}  # y in [-4, 1.6]
+
+
+def test_geodesic_progress_pays_for_the_way_around_not_the_dead_end():
+    """Driving straight at a wall shortens the straight-line distance but not the obstacle-free one: the euclidean
+    metric rewards it, the geodesic one charges for it; sideways toward the gap it is the other way round."""
+    rewards = {}
+    for metric in ("euclidean", "geodesic"):
+        env = NavEnv("holonomic", progress_metric=metric)
+        for name, cmd in (("at_wall", [1.0, 0.0, 0.0]), ("to_gap", [0.0, 1.0, 0.0])):
+            env.reset(seed=0, options={"layout": _wall_between()})
+            rewards[metric, name] = sum(env.step(np.array(cmd))[1] for _ in range(5))
+    assert rewards["euclidean", "at_wall"] > 0 and rewards["geodesic", "at_wall"] < rewards["euclidean", "at_wall"]
+    assert rewards["geodesic", "to_gap"] > rewards["geodesic", "at_wall"]
+    assert rewards["euclidean", "to_gap"] < rewards["euclidean", "at_wall"]
+
+
+def test_geodesic_distance_is_continuous_and_never_below_the_straight_line():
+    env = NavEnv("holonomic", progress_metric="geodesic")
+    env.reset(seed=0, options={"layout": _wall_between()})
+    field, goal = env.unwrapped._geodesic, np.array([2.0, 0.0])
+    xs = np.stack([np.linspace(-2.2, -0.6, 161), np.full(161, 1.75)], axis=1)  # past the wall's end, 1 cm apart
+    d = np.array([field.distance(p) for p in xs])
+    assert np.all(np.isfinite(d)) and np.max(np.abs(np.diff(d))) < 0.03
+    assert np.all(d >= np.linalg.norm(goal - xs, axis=1) - 0.15)  # grid resolution 0.1 m
+    start = np.array([-2.0, 0.0])
+    assert field.distance(start) > np.linalg.norm(goal - start) + 1.0  # around the wall, not through it
+
+
+def test_unknown_progress_metric_names_the_choices():
+    with pytest.raises(EnvError, match="progress_metric='manhattan'.*euclidean, geodesic"):
+        NavEnv("holonomic", progress_metric="manhattan")

@@ -26,11 +26,13 @@ from envs.nav.embodiments import (
     resolve_randomization,
 )
 from envs.nav.layout import BOX, CYLINDER, Layout, LayoutConfig, sample_layout
+from envs.nav.planner import DijkstraCostToGo
 from envs.nav.teacher import HEADINGS, PlannerTeacher
 
 OBSTACLE_HALF_HEIGHT = 0.25
 PARKED_Z = -5.0  # unused obstacle slots wait below the floor, out of every lidar ray
 COLLISION_CHECKS = 4  # per control period
+PROGRESS_METRICS = ("euclidean", "geodesic")  # what the progress reward measures the distance to the goal with
 STATE_KEYS = ("vx", "vy", "yaw_rate", "cos_heading_to_goal", "sin_heading_to_goal", "goal_distance",
               "steering", "last_vx", "last_vy", "last_yaw_rate")
 OBS_KEYS = ("state", "goal", "lidar", "embodiment")
@@ -102,6 +104,7 @@ class NavEnv(gym.Env):
         reward_success: float = 10.0,
         reward_collision: float = -10.0,
         reward_time: float = 0.0,
+        progress_metric: str = "euclidean",
         teacher_randomize: bool = True,
         teacher_heading: str = "goal",
         render_width: int = 480,
@@ -139,6 +142,10 @@ class NavEnv(gym.Env):
         self.goal_radius, self.lidar_range = float(goal_radius), float(lidar_range)
         self.reward_weights = dict(progress=float(reward_progress), success=float(reward_success),
                                    collision=float(reward_collision), time=float(reward_time))
+        if progress_metric not in PROGRESS_METRICS:
+            raise EnvError(f"progress_metric={progress_metric!r} is unknown; choose one of: "
+                           f"{', '.join(PROGRESS_METRICS)}")
+        self.progress_metric = progress_metric
         self.teacher_randomize = bool(teacher_randomize)
         if teacher_heading not in HEADINGS:
             raise EnvError(f"teacher_heading={teacher_heading!r} is unknown; choose one of: {', '.join(HEADINGS)}")
@@ -321,9 +328,14 @@ class NavEnv(gym.Env):
         self._teacher = PlannerTeacher(layout, self.arena_half, self.layout_cfg.clearance, self.footprint,
                                        seed=teacher_seed, randomize=self.teacher_randomize,
                                        heading=self.teacher_heading)
+        self._geodesic, self._potential = None, None
+        if self.progress_metric == "geodesic":
+            self._geodesic = DijkstraCostToGo(layout, self.arena_half, self.layout_cfg.clearance, self.footprint,
+                                              shaped=False)
         self._steps = 0
         self._last_cmd = np.zeros(3)
         self._distance = self._goal_distance()
+        self._potential = self._progress_potential(self._distance)
         obs = self._observation()
         return obs, self._info(False, False)
 
@@ -353,9 +365,10 @@ class NavEnv(gym.Env):
         distance = self._goal_distance()
         success = distance <= self.goal_radius and not collided
         w = self.reward_weights
-        reward = w["progress"] * (self._distance - distance) + w["time"]
+        potential = self._progress_potential(distance)
+        reward = w["progress"] * (self._potential - potential) + w["time"]
         reward += w["success"] * success + w["collision"] * collided
-        self._distance = distance
+        self._distance, self._potential = distance, potential
         terminated = bool(success or collided)
         truncated = bool(not terminated and self._steps >= self.max_episode_steps)
         return self._observation(), float(reward), terminated, truncated, self._info(success, collided)
@@ -364,6 +377,16 @@ class NavEnv(gym.Env):
         x, y, _ = self.pose()
         gx, gy = self._layout.goal
         return math.hypot(gx - x, gy - y)
+
+    def _progress_potential(self, euclidean: float) -> float:
+        """Distance to the goal whose decrease the progress reward pays: straight-line, or the shortest obstacle-free
+        path (`progress_metric="geodesic"`: no reward for driving into the dead end in front of an obstacle)."""
+        if self._geodesic is None:
+            return euclidean
+        d = self._geodesic.distance(self.pose()[:2])
+        if not math.isfinite(d):  # inside an obstacle's footprint (a collision ends the episode): no progress
+            return euclidean if self._potential is None else self._potential
+        return max(d, euclidean)  # never shorter than the straight line (the grid's last cell to the goal)
 
     def _observation(self) -> dict[str, np.ndarray]:
         x, y, yaw = self.pose()

@@ -46,6 +46,7 @@ class DijkstraCostToGo:
         footprint: float,
         rng: np.random.Generator | None = None,
         resolution: float = GRID_RESOLUTION,
+        shaped: bool = True,
     ):
         self.layout, self.arena_half, self.resolution = layout, arena_half, resolution
         pts = grid_points(arena_half, resolution)
@@ -53,8 +54,11 @@ class DijkstraCostToGo:
         self.n, self.points = n, pts.reshape(-1, 2)
         dist = layout.signed_distance(pts, arena_half)
         blocked = dist <= footprint
-        cost = 1.0 + PROXIMITY_WEIGHT * np.clip((clearance + PROXIMITY_MARGIN - dist) / PROXIMITY_MARGIN, 0, 1)
-        cost = cost + INFLATED_COST * (dist <= clearance)
+        if shaped:  # the teacher's field: staying clear of obstacles costs less than hugging them
+            cost = 1.0 + PROXIMITY_WEIGHT * np.clip((clearance + PROXIMITY_MARGIN - dist) / PROXIMITY_MARGIN, 0, 1)
+            cost = cost + INFLATED_COST * (dist <= clearance)
+        else:  # plain path length (the geodesic distance a reward can use as its potential)
+            cost = np.ones_like(dist)
         if rng is not None:
             cost = cost + NOISE_AMPLITUDE * smooth_noise(rng, n)
         index = np.arange(n * n).reshape(n, n)
@@ -88,6 +92,23 @@ class DijkstraCostToGo:
         if not np.any(np.isfinite(costs)):
             return -1
         return int(cand[np.argmin(costs)])
+
+    def distance(self, xy) -> float:
+        """Cost to go at a point, interpolated bilinearly between cell centres (continuous in the robot's position,
+        so that its differences make a smooth shaping reward); inf where the goal cannot be reached."""
+        u = (float(xy[0]) + self.arena_half) / self.resolution - 0.5
+        v = (float(xy[1]) + self.arena_half) / self.resolution - 0.5
+        i0, j0 = int(np.clip(math.floor(u), 0, self.n - 2)), int(np.clip(math.floor(v), 0, self.n - 2))
+        fu, fv = float(np.clip(u - i0, 0.0, 1.0)), float(np.clip(v - j0, 0.0, 1.0))
+        c = self.cost[[i0 * self.n + j0, (i0 + 1) * self.n + j0, i0 * self.n + j0 + 1, (i0 + 1) * self.n + j0 + 1]]
+        w = np.array([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv])
+        ok = np.isfinite(c)
+        if w[ok].sum() > 1e-3:  # next to a blocked cell: the reachable corners only
+            return float(np.dot(w[ok], c[ok]) / w[ok].sum())
+        k = self.cell(xy)  # inside blocked cells: the best reachable neighbour plus the straight way to it
+        if k < 0:
+            return math.inf
+        return float(self.cost[k] + math.hypot(*(np.asarray(xy[:2], dtype=np.float64) - self.points[k])))
 
     def path(self, xy, max_cells: int = 10_000) -> np.ndarray:
         """Cell centres from the robot's cell to the goal (exact goal last); empty if unreachable."""
