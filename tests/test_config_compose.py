@@ -147,6 +147,14 @@ def test_every_config_composes_to_its_recorded_values(recorded, current):
     assert not problems, "composed configs changed (recorded -> now):\n" + "\n".join(problems)
 
 
+def test_every_schema_key_is_in_the_commands_config(current):
+    """A key the schema has but the command's YAML lacks composes only as `+key=...`: `key=...` would be refused as
+    unknown although `--help` lists it (train's `threads` once was)."""
+    absent = {case: [k for k in v["validated"] if k not in v["composed"]]
+              for case, v in current.items() if not v["overrides"]}
+    assert not {case: keys for case, keys in absent.items() if keys}
+
+
 def test_diffusion_registry_knows_every_process():
     from policies.config import DiffusionConfig
     from policies.diffusion import PROCESSES, build_process
