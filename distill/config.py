@@ -61,4 +61,7 @@ class DistillConfig:
     compare: bool = True  # also evaluate the base and each specialist on its robot, for the report
     seed: int = num(0, lo=0)
     device: str = "auto"
+    # torch threads on CPU; 0: every core this process may use (give 1 to each of two runs that share two cores:
+    # OpenMP threads spinning on a core another process needs slow both down badly)
+    threads: int = num(0, lo=0, note="0: every core")
     progress: bool = True

@@ -58,6 +58,8 @@ class ResidualSpec:
     activation: str = "tanh"
     squash: bool = False
     state_std: bool = False
+    # gSDE (PPO's `use_sde`): std^2 = (trunk features)^2 @ exp(log_std)^2, a (width, action_dim) matrix
+    sde: bool = False
     algo: str = "ppo"
     embodiment: str = ""  # the robot it was trained for (descriptive: the env id is in `train`)
     normalize: bool = False  # features standardised by the running statistics of training (obs_mean, obs_var)
@@ -97,6 +99,9 @@ class ResidualSpec:
         return spec
 
 
+SDE_EPS = 1e-6  # SB3 adds it to the state-dependent variance
+
+
 class ResidualActor(nn.Module):
     """features -> Gaussian over the residual: `trunk` + `mu` (+ `log_std` head or vector), as SB3 builds them."""
 
@@ -113,6 +118,8 @@ class ResidualActor(nn.Module):
         self.mu = nn.Linear(width, spec.action_dim)
         if spec.state_std:
             self.log_std = nn.Linear(width, spec.action_dim)
+        elif spec.sde:
+            self.log_std = nn.Parameter(torch.zeros(width, spec.action_dim))
         else:
             self.log_std = nn.Parameter(torch.zeros(spec.action_dim))
         self.register_buffer("obs_scale", torch.ones(sum(spec.obs_dims.values())))
@@ -144,6 +151,9 @@ class ResidualActor(nn.Module):
         mean = self.mu(h)
         if self.spec.state_std:
             log_std = self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        elif self.spec.sde:  # SB3's StateDependentNoiseDistribution (full_std, no expln)
+            log_std = 0.5 * torch.log(torch.mm(h.reshape(-1, h.shape[-1]) ** 2, self.log_std.exp() ** 2) + SDE_EPS
+                                      ).reshape(mean.shape)
         else:
             log_std = self.log_std.expand_as(mean)
         return mean, log_std

@@ -96,6 +96,35 @@ def test_the_specialist_starts_as_its_base_and_the_scale_is_honoured(nav_base, t
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def test_gsde_specialist_has_sb3s_mean_and_state_dependent_std(nav_base, tmp_path):
+    """With `ppo.use_sde` the extracted actor gives SB3's own action distribution: the same mean and the same
+    state-dependent std, and the specialist still starts as its base (zero mean residual)."""
+    from training.rl.algos import build_model, extract_actor
+
+    run = rl_run(nav_base, tmp_path)
+    run.cfg.ppo.use_sde, run.cfg.ppo.log_std_init = True, -2.0
+    run.spec = run.spec.__class__(**{**run.spec.to_dict(), "sde": True})
+    venv = ResidualVecEnv(run.make_vec, run.base, run.obs_dims,
+                          np.concatenate([run.obs_scale[k] for k in run.obs_dims]), 1.0, seed=0)
+    try:
+        model = build_model("ppo", venv, run.cfg.net, run.cfg.ppo, run.cfg.sac, 0, "cpu")
+        features = venv.reset()
+        action, _ = model.predict(features, deterministic=True)
+        assert np.abs(action).max() == 0.0
+        with torch.no_grad():
+            model.policy.action_net.weight.normal_(0.0, 0.1)  # a trained-looking actor
+            model.policy.log_std.normal_(-2.0, 0.3)
+            dist = model.policy.get_distribution(torch.as_tensor(features)).distribution
+            actor = extract_actor(model, run.spec, run.obs_scale)
+            mean, log_std = actor(torch.as_tensor(features))
+        assert model.policy.log_std.shape == (run.cfg.net.actor[-1], 3)
+        torch.testing.assert_close(mean, dist.mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(log_std.exp(), dist.stddev, atol=1e-6, rtol=1e-5)
+        assert float(log_std.std()) > 0  # the std depends on the state
+    finally:
+        venv.close()
+
+
 def test_training_leaves_the_base_untouched_and_resume_continues_at_the_saved_step(nav_base, tmp_path, capsys):
     before = {k: v.clone() for k, v in load_policy(nav_base, "cpu").state_dict().items()}
     run_dir = tmp_path / "run"

@@ -77,9 +77,15 @@ def run(cfg: DictConfig) -> None:
 
     from distill.generalist import EVAL_SEED_OFFSET, Distillation, write_report  # noqa: F401
     from training.evaluation import load_policy
-    from training.runtime import seed_everything
+    from training.runtime import resolve_device, seed_everything
 
     check(cfg)
+    if resolve_device(cfg.device).type == "cpu":
+        import torch
+
+        from alloy.commands.train import training_threads
+
+        torch.set_num_threads(training_threads(cfg.threads))
     run_dir = Path(cfg.run_dir)
     seed_everything(cfg.seed)
     dc, student, trainer_cfg, data = _typed(cfg)

@@ -11,7 +11,8 @@ EPISODES=${EPISODES:-200}
 mkdir -p "$OUT"
 SPECIALISTS="[\"alloy/Nav-Holonomic-v0=$BASE\",\"$RL/ppo_diffdrive/checkpoints/best\",\"$RL/ppo_ackermann/checkpoints/best\",\"$RL/ppo_skidsteer/checkpoints/best\"]"
 VARIANTS='[{name:diffdrive_long_slow,env:"alloy/Nav-Diffdrive-v0",kwargs:{wheel_base:0.35,max_speed:0.65},in_range:true},{name:ackermann_light,env:"alloy/Nav-Ackermann-v0",kwargs:{mass:4.5,steering_limit:0.45},in_range:true},{name:skidsteer_heavy,env:"alloy/Nav-Skidsteer-v0",kwargs:{mass:38.0},in_range:true},{name:diffdrive_slow,env:"alloy/Nav-Diffdrive-v0",kwargs:{max_speed:0.4},in_range:false},{name:skidsteer_very_heavy,env:"alloy/Nav-Skidsteer-v0",kwargs:{mass:55.0},in_range:false}]'
-COMMON=(rounds=8 episodes_per_round=24 steps_per_round=2000 eval_episodes=$EPISODES "variants=$VARIANTS" progress=false trainer.progress=false)
+THREADS=${THREADS:-$([ "${PARALLEL:-0}" = 1 ] && echo 1 || echo 0)}  # side by side: one torch thread each
+COMMON=(threads=$THREADS rounds=8 episodes_per_round=24 steps_per_round=2000 eval_episodes=$EPISODES "variants=$VARIANTS" progress=false trainer.progress=false)
 declare -A ARGS=(
   [dagger_mlp]="student=gaussian_mlp method=dagger compare=true"
   [offline_mlp]="student=gaussian_mlp method=offline compare=false"

@@ -28,7 +28,8 @@ def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, s
         model = PPO("MlpPolicy", venv, n_steps=ppo.n_steps, batch_size=ppo.batch_size, n_epochs=ppo.n_epochs,
                     learning_rate=ppo.lr, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
                     ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef, max_grad_norm=ppo.max_grad_norm,
-                    target_kl=ppo.target_kl or None, seed=seed, device=device, verbose=verbose,
+                    target_kl=ppo.target_kl or None, use_sde=ppo.use_sde, sde_sample_freq=ppo.sde_sample_freq,
+                    seed=seed, device=device, verbose=verbose,
                     policy_kwargs=dict(net_arch=dict(pi=list(net.actor), vf=list(net.critic)), activation_fn=nn.Tanh,
                                        log_std_init=ppo.log_std_init))
         nn.init.zeros_(model.policy.action_net.weight)
@@ -65,11 +66,11 @@ def _actor_modules(model) -> tuple[nn.Sequential, nn.Linear, nn.Module | nn.Para
 
 
 def actor_spec(algo: str, net: NetArch, obs_dims: dict[str, int], low, high, scale: float,
-               embodiment: str, normalize: bool = False) -> ResidualSpec:
+               embodiment: str, normalize: bool = False, sde: bool = False) -> ResidualSpec:
     return ResidualSpec(obs_dims=dict(obs_dims), action_dim=len(low), action_low=[float(v) for v in low],
                         action_high=[float(v) for v in high], scale=float(scale), hidden=[int(h) for h in net.actor],
                         activation="tanh" if algo == "ppo" else "relu", squash=algo == "sac", state_std=algo == "sac",
-                        algo=algo, embodiment=embodiment, normalize=bool(normalize))
+                        sde=bool(sde) and algo == "ppo", algo=algo, embodiment=embodiment, normalize=bool(normalize))
 
 
 def extract_actor(model, spec: ResidualSpec, obs_scale: dict[str, np.ndarray], obs_rms=None) -> ResidualActor:

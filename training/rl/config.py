@@ -27,6 +27,11 @@ class PPOConfig:
     max_grad_norm: float = num(0.5, lo=0, lo_open=True)
     target_kl: float = num(0.0, lo=0, note="0: none")
     log_std_init: float = num(-1.0)  # initial residual std exp(-1) = 0.37 before residual.scale
+    # generalised state-dependent exploration (Raffin et al. 2022): noise that stays the same for sde_sample_freq
+    # steps, so a robot whose acceleration limits filter out step-to-step noise still explores; its std is
+    # (features^2 @ exp(log_std)^2)^0.5, about sqrt(width / 4) times exp(log_std_init) at the start
+    use_sde: bool = False
+    sde_sample_freq: int = num(8, lo=-1, note="-1: once per rollout")
 
 
 @dataclass

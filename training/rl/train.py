@@ -161,7 +161,7 @@ class ResidualRL:
         check_policy_matches_env(self.base, self.observation_space, self.action_space, cfg.env)
         self.obs_dims, self.obs_scale = obs_layout(self.observation_space, cfg.residual.obs_keys)
         self.spec = actor_spec(cfg.algo, cfg.net, self.obs_dims, self.action_space.low, self.action_space.high,
-                               cfg.residual.scale, self.embodiment, normalize=cfg.normalize)
+                               cfg.residual.scale, self.embodiment, normalize=cfg.normalize, sde=cfg.ppo.use_sde)
         self.vecnorm = None  # SB3's VecNormalize around the env when cfg.normalize
         self.state_meta: dict[str, Any] = {}
         self.state_tensors: dict[str, torch.Tensor] = {}
