@@ -42,6 +42,9 @@ class NetConfig:
     num_experts: int = num(4, lo=1)
     top_k: int = num(2, lo=1)  # experts per token, at most num_experts
     balance_weight: float = num(0.01, lo=0)
+    # observation keys the MoDE router also sees, besides the noise level (e.g. [embodiment]: experts chosen per
+    # robot); empty: the level alone. They must be among the observation keys; the router never sees the others.
+    route_keys: list[str] = field(default_factory=list)
     # MDT
     foresight_weight: float = num(0.1, lo=0)
     contrastive_weight: float = num(0.1, lo=0)
@@ -139,6 +142,29 @@ class PolicySpec:
             raise PolicyError(f"language conditioning needs the one-hot obs key {n.lang_key!r}; set policy.language=false")
         if not self.feature_keys:
             raise PolicyError("no observation keys are left for the observation tokens; add policy.obs_keys")
+        if n.route_keys and n.name != "mode":
+            raise PolicyError(f"policy.route_keys={list(n.route_keys)} routes MoDE's experts; the {n.name} net has "
+                              f"no router: use policy=mode or leave route_keys empty")
+        missing = [k for k in n.route_keys if k not in self.feature_keys]
+        if missing:
+            raise PolicyError(f"route key(s) {missing} are not observation keys of the policy "
+                              f"({', '.join(self.feature_keys)}); add them to policy.obs_keys")
+        at = sorted(self.feature_keys.index(k) for k in set(n.route_keys))
+        if at and at != list(range(at[0], at[0] + len(at))):
+            raise PolicyError(f"route keys {list(n.route_keys)} must be neighbours in the observation keys "
+                              f"({', '.join(self.feature_keys)}), so that the router sees nothing else")
+
+    @property
+    def route_slice(self) -> tuple[int, int]:
+        """Where the route keys sit in the per-step feature vector (contiguous: the keys in feature order)."""
+        if not self.net.route_keys:
+            return (0, 0)
+        starts, offset = {}, 0
+        for k in self.feature_keys:
+            starts[k], offset = offset, offset + int(self.obs_dims[k])
+        first = min(starts[k] for k in self.net.route_keys)
+        last = max(starts[k] + int(self.obs_dims[k]) for k in self.net.route_keys)
+        return (first, last)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,6 +1,7 @@
 """MoDE expert caching: for a noise level seen before, reuse its routing and run each block's experts as one MLP.
 
-MoDE's router sees only the noise-level embedding, so at the fixed levels of a sampler (EDM sigmas, DDPM/DDIM
+MoDE's router sees only the noise-level embedding (and, with `route_keys`, a robot token: entries are then per robot
+and a batch of several robots runs the routed forward), so at the fixed levels of a sampler (EDM sigmas, DDPM/DDIM
 timesteps, a streaming buffer's per-position ladder, truncated's band) the chosen experts and their weights are
 constants. For each level pattern the cache stores the routing embedding and, per block, the union U of the experts
 any token uses with per-token weights (zeros for experts a token did not choose). The experts in U are fused into
@@ -97,8 +98,8 @@ class ExpertCache:
             self._stamp = stamp
 
     # -- building --------------------------------------------------------------------------------------------------
-    def _build(self, net, level: torch.Tensor, ctx_len: int, horizon: int, keep_level) -> _Entry:
-        route = net.routing_embedding(level, ctx_len, horizon)  # (1, S, D)
+    def _build(self, net, level: torch.Tensor, ctx_len: int, horizon: int, keep_level, robot=None) -> _Entry:
+        route = net.routing_embedding(level, ctx_len, horizon, robot)  # (1, S, D)
         blocks = []
         flat = route.reshape(-1, route.shape[-1])
         for block in net.blocks:
@@ -120,9 +121,11 @@ class ExpertCache:
         return _Entry(route, blocks, keep_level)
 
     def _entry(self, net, x, level, ctx) -> _Entry | None:
-        """The cached routing of this call's level pattern (built on a miss); None if rows differ in levels."""
+        """The cached routing of this call's level pattern (built on a miss); None if rows differ in levels (or, for
+        a router that also sees the robot, in robots)."""
         horizon, ctx_len = x.shape[1], ctx.shape[1]
-        constant = not level.is_inference()  # sampler constants: look up by identity, guarded by version
+        robot = net.robot_token(ctx)
+        constant = not level.is_inference() and robot is None  # sampler constants: by identity, guarded by version
         if constant:
             hit = self._by_level.get(id(level))
             if hit is not None and hit[0] is level and hit[1] == level._version and hit[2] == (ctx_len, horizon,
@@ -132,12 +135,18 @@ class ExpertCache:
         lv = level.detach().float().cpu()
         if lv.shape[0] > 1 and not bool((lv == lv[:1]).all()):
             return None
-        key = (tuple(lv.shape[1:]), lv[0].numpy().tobytes(), ctx_len, horizon, str(x.device), x.dtype)
+        robot_key = b""
+        if robot is not None:
+            rv = robot.detach().float().cpu()
+            if rv.shape[0] > 1 and not bool((rv == rv[:1]).all()):
+                return None  # a batch of several robots: the routed forward
+            robot_key = rv[0].numpy().tobytes()
+        key = (tuple(lv.shape[1:]), lv[0].numpy().tobytes(), robot_key, ctx_len, horizon, str(x.device), x.dtype)
         entry = self._patterns.get(key)
         if entry is None:
             self.misses += 1
             with building_constants():
-                entry = self._build(net, level[:1], ctx_len, horizon, None)
+                entry = self._build(net, level[:1], ctx_len, horizon, None, None if robot is None else robot[:1])
             if len(self._patterns) < MAX_PATTERNS:
                 self._patterns[key] = entry
         else:
@@ -160,7 +169,9 @@ class ExpertCache:
             if not self._stamp_checked:
                 self._check_stamp(net)
                 self._stamp_checked = self._engaged
-            entry = self._entry(net, x, level, ctx)
+            # a graph being exported must serve every robot: a robot-routed net keeps its routed forward there
+            robot_routed = net.robot_token(ctx) is not None
+            entry = None if robot_routed and self._recorded is not None else self._entry(net, x, level, ctx)
             if self._recorded is not None:
                 self._recorded.append(entry)
             if entry is None:

@@ -71,7 +71,7 @@ class Policy(nn.Module):
         goal_dim = spec.obs_dims["state"] if "state" in self.feature_keys else 0
         dims = NetDims(obs_features=sum(spec.obs_dims[k] for k in self.feature_keys), obs_horizon=n.obs_horizon,
                        pred_horizon=n.pred_horizon, action_dim=spec.action_dim, lang_dim=spec.lang_dim,
-                       goal_dim=goal_dim, level_scale=self.process.level_scale)
+                       goal_dim=goal_dim, level_scale=self.process.level_scale, route_features=spec.route_slice)
         self.net = build_net(n, dims)
         self.normalizer = Normalizer({**{k: spec.obs_dims[k] for k in self.feature_keys}, "action": spec.action_dim},
                                      n.normalizer)
@@ -81,7 +81,8 @@ class Policy(nn.Module):
         bind = getattr(self.scheme, "bind", None)  # schemes with parts sized by the denoiser (truncated's score head)
         if bind is not None:
             bind(self)
-        # MoDE routes by noise level only: reuse routing and fused experts at fixed levels (on by default).
+        # MoDE routes by noise level (and route keys) only: reuse routing and fused experts at fixed levels (on by
+        # default).
         self.expert_cache = ExpertCache.for_net(self.net)
         self._history: torch.Tensor | None = None  # (B, To, F) normalised features
         self._fresh: np.ndarray | None = None  # (B,) envs whose history restarts at the next step

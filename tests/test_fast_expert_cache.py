@@ -80,3 +80,96 @@ def test_training_never_uses_the_cache():
     assert "balance" in parts and policy.expert_cache.hits == 0 and policy.expert_cache.misses == 0
     assert Policy(PolicySpec(obs_dims={"state": DS}, action_dim=DA, net=NetConfig(name="dit", d_model=32),
                              scheme=SchemeConfig())).expert_cache is None
+
+
+# ---------------------------------------------------------------------------------------------- routed by embodiment
+DE = 5  # descriptor dims
+
+
+def robot_routed_policy(process="edm", scheme="chunk"):
+    torch.manual_seed(0)
+    p = Policy(PolicySpec(
+        obs_dims={"state": DS, "embodiment": DE}, action_dim=DA,
+        net=NetConfig(name="mode", d_model=32, n_heads=4, n_layers=3, num_experts=4, top_k=2, obs_horizon=TO,
+                      pred_horizon=TP, route_keys=["embodiment"]),
+        diffusion=DiffusionConfig(name=process, num_train_steps=50, num_inference_steps=6),
+        scheme=SchemeConfig(name=scheme, action_horizon=2, stream_calls=2)))
+    p.normalizer.fit({"state": {"min": -np.ones(DS), "max": np.ones(DS)},
+                      "embodiment": {"min": np.zeros(DE), "max": np.ones(DE)},
+                      "action": {"min": -np.ones(DA), "max": np.ones(DA)}})
+    with torch.no_grad():
+        for block in p.net.blocks:
+            block.moe.router.proj.weight.normal_(0, 1.0)
+        p.net.route_proj.weight.normal_(0, 3.0)  # robots far apart in routing space
+    return p.eval()
+
+
+def routing(net, obs, level):
+    """Each block's router probabilities for every token, given the (B, To, F) normalised features."""
+    ctx = net.encode(obs)
+    route = net.routing_embedding(level, ctx.shape[1], TP, net.robot_token(ctx))
+    flat = route.reshape(-1, route.shape[-1])
+    return torch.stack([block.moe.router(flat)[0] for block in net.blocks])
+
+
+def test_the_embodiment_router_sees_only_the_level_and_the_descriptor():
+    net = robot_routed_policy().net
+    a, b = DS, DS + DE  # the descriptor's place in the features
+    assert net.dims.route_features == (a, b)
+    obs = torch.randn(6, TO, DS + DE)
+    other = obs.clone()
+    other[..., :a] = torch.randn(6, TO, DS)  # everything but the descriptor changes
+    other[:, :-1, a:b] = torch.randn(6, TO - 1, DE)  # and so do the descriptors of past steps
+    level = torch.full((6,), 2.0)
+    with torch.no_grad():
+        assert torch.equal(routing(net, obs, level), routing(net, other, level))
+        robots = obs.clone()
+        robots[:, -1, a:b] = torch.randn(6, DE)  # another robot
+        assert not torch.allclose(routing(net, obs, level), routing(net, robots, level))
+        assert not torch.allclose(routing(net, obs, level), routing(net, obs, torch.full((6,), -1.0)))
+
+
+def robot_batches(robots: np.ndarray, steps: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [{"state": rng.standard_normal((len(robots), DS)).astype(np.float32), "embodiment": robots}
+            for _ in range(steps)]
+
+
+@pytest.mark.parametrize("process,scheme", [("edm", "chunk"), ("ddim", "streaming")])
+def test_per_robot_expert_caching_gives_the_uncached_actions(process, scheme):
+    policy = robot_routed_policy(process, scheme)
+    rng = np.random.default_rng(3)
+    one_robot = np.repeat(rng.random((1, DE)).astype(np.float32), 4, axis=0)
+    mixed = rng.random((4, DE)).astype(np.float32)
+    for robots, hits in ((one_robot, True), (mixed, False)):
+        out = {}
+        for cached in (True, False):
+            policy.reset()
+            policy.expert_cache.enabled = cached
+            policy.expert_cache.hits = 0
+            torch.manual_seed(0)
+            out[cached] = np.stack([policy.act(o) for o in robot_batches(robots, 5)])
+            if cached:
+                assert (policy.expert_cache.hits > 0) == hits  # a batch of several robots runs the routed forward
+        assert np.abs(out[True] - out[False]).max() <= 1e-5
+
+
+@pytest.mark.slow  # an ONNX export (a minute or more on 2 shared cores)
+def test_a_robot_routed_mode_exports_one_graph_for_every_robot(tmp_path):
+    from policies.export import export_policy, parity
+    from policies.runtime import Runtime
+
+    policy = robot_routed_policy()
+    out = export_policy(policy, tmp_path / "a")
+    mixed = np.random.default_rng(4).random((3, DE)).astype(np.float32)
+    assert parity(policy, Runtime(out, seed=0), robot_batches(mixed, 4)) < 1e-4
+
+
+@pytest.mark.parametrize("net,keys,words", [("dit", ["embodiment"], "no router"),
+                                            ("mode", ["goal"], "not observation keys")])
+def test_route_keys_that_cannot_work_are_refused(net, keys, words):
+    from policies.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=words):
+        PolicySpec(obs_dims={"state": DS, "embodiment": DE}, action_dim=DA,
+                   net=NetConfig(name=net, d_model=32, n_heads=4, route_keys=keys)).validate()

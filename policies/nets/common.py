@@ -27,6 +27,7 @@ class NetDims:
     lang_dim: int  # 0: no language
     goal_dim: int  # dim of the goal state (the `state` key), 0 when there is none
     level_scale: float  # multiplies the process's noise level before the sinusoidal embedding
+    route_features: tuple[int, int] = (0, 0)  # [start, stop) of the per-step features a MoDE router also sees
 
 
 def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -4,6 +4,11 @@ The sequence is [noise token, context tokens, action tokens]. The noise embeddin
 attention input, and it is the ONLY input of each block's router: every token of a sample at a given noise
 level uses the same experts (per-position levels route each action token by its own level). The load-balancing
 losses of all blocks are averaged and weighted by `balance_weight`.
+
+With `route_keys` (e.g. the `embodiment` descriptor) the router also sees a projection of those observation
+features of the latest step, added to the noise embedding: experts are then chosen per (level, robot), still never
+from the rest of the observation, so for a fixed robot the routing is fixed and expert caching applies per robot.
+The projection travels as the first context token (the "robot token"), which the blocks also attend to.
 """
 
 from __future__ import annotations
@@ -43,23 +48,36 @@ class MoDE(Denoiser):
         hidden = int(2 * cfg.ffn_mult * d / 3)
         self.blocks = nn.ModuleList(
             MoDEBlock(d, cfg.n_heads, hidden, cfg.num_experts, cfg.top_k, cfg.dropout) for _ in range(cfg.n_layers))
+        a, b = dims.route_features
+        self.route_proj = nn.Linear(b - a, d, bias=False) if b > a else None
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, dims.action_dim)
         nn.init.normal_(self.pos, std=0.02)
         self._balance: list[torch.Tensor] = []
 
     def encode(self, obs, lang=None, goal=None):
-        return self.tokens(obs, lang)
+        tokens = self.tokens(obs, lang)
+        if self.route_proj is None:
+            return tokens
+        a, b = self.dims.route_features
+        return torch.cat([self.route_proj(obs[:, -1:, a:b]), tokens], dim=1)  # the robot token first
 
-    def routing_embedding(self, level: torch.Tensor, ctx_len: int, horizon: int) -> torch.Tensor:
-        """Per-token routing input (B, 1 + ctx_len + Tp, D): a function of the noise level alone."""
+    def robot_token(self, ctx: torch.Tensor) -> torch.Tensor | None:
+        """(B, 1, D) projection of the route keys (None when the router sees the level alone)."""
+        return ctx[:, :1] if self.route_proj is not None else None
+
+    def routing_embedding(self, level: torch.Tensor, ctx_len: int, horizon: int,
+                          robot: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token routing input (B, 1 + ctx_len + Tp, D): a function of the noise level (and the robot token)."""
         emb = self.noise(level, horizon)
+        if robot is not None:
+            emb = emb + robot
         sample = emb.mean(dim=1, keepdim=True)
         return torch.cat([sample.expand(-1, 1 + ctx_len, -1), emb], dim=1)
 
     def denoise(self, x, level, ctx):
         horizon = x.shape[1]
-        route = self.routing_embedding(level, ctx.shape[1], horizon)
+        route = self.routing_embedding(level, ctx.shape[1], horizon, self.robot_token(ctx))
         h = torch.cat([route[:, :1], ctx, self.in_proj(x) + self.pos[:, :horizon]], dim=1)
         balances = []
         for block in self.blocks:

@@ -3,6 +3,8 @@
 Top-k routing with weights renormalised over the chosen experts and a Switch-style load-balancing loss
 E * sum_i mean(p_i) * frac_i. No projection has a bias, so that for a fixed noise level the chosen experts can
 later be fused exactly into one wider MLP (stack input projections, concatenate weighted output projections).
+An exported graph (no data-dependent row selection) runs every expert on every token with zero weights for the
+experts a token did not choose: the same mixture.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ class MoEFeedForward(nn.Module):
         x = x.reshape(-1, shape[-1])
         probs, experts, weights = self.router(route.reshape(-1, route.shape[-1]))
         out = torch.zeros_like(x)
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            # a graph has no data-dependent row selection: every expert on every token, zero weight where not chosen
+            dense = torch.zeros_like(probs).scatter(1, experts, weights).to(x.dtype)
+            for e, expert in enumerate(self.experts):
+                out = out + expert(x) * dense[:, e:e + 1]
+            return out.view(shape), probs.new_zeros(())
         for e, expert in enumerate(self.experts):
             chosen = experts == e  # (N, k)
             rows = chosen.any(dim=-1).nonzero(as_tuple=True)[0]
