@@ -4,6 +4,10 @@ Physics runs at the model timestep (5 ms); the agent acts at `control_hz`. Colli
 contacts with a wall or obstacle, checked several times per control period. Lidar comes from MuJoCo
 rangefinder sensors, evaluated once per control step (they are switched off during the sub-steps,
 where nothing reads them).
+
+Reward: `reward_progress` x the decrease of the distance to the goal (straight-line, or with
+`progress_metric="geodesic"` the shortest obstacle-free path, a potential that has no local minimum in front
+of an obstacle), `reward_success` on reaching the goal, `reward_collision` on a collision, `reward_time` per step.
 """
 
 from __future__ import annotations
