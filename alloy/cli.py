@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import distill  # noqa: F401  registers distill's kinds of checkpoint (consistency students) with load_policy
-from alloy.config import ConfigError, compose, route_value_overrides, validate
+from alloy.config import ConfigError, compose, mapping_hint, route_value_overrides, validate
 from alloy.paths import config_dir
 
 EXIT_USAGE = 2
@@ -105,7 +105,7 @@ def check_config(name: str, module: ModuleType, overrides: list[str], multirun: 
             cfg = validate(compose(name, job, config_dir()), module.Config)
         except ConfigError as e:
             if not (allow_missing and str(e).startswith(MISSING_PREFIX)):
-                raise
+                raise ConfigError(mapping_hint(str(e), module.Config)) from None
             missing.append(str(e).split("'")[1])
             continue
         if not allow_missing and cfg.get("device", "auto") != "auto":  # auto never fails; the others import torch

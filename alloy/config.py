@@ -161,6 +161,26 @@ def _dataclass_in(hint: Any) -> type | None:
     return None
 
 
+def mapping_hint(message: str, config_cls: type) -> str:
+    """An unknown key one level inside a free-form mapping of the schema (`reward`, `randomize`, `env_kwargs`, ...)
+    is a new entry, which Hydra takes only with a leading `+`: say so instead of listing the keys it has now."""
+    key = _bad_key(message)
+    if key is None or "." not in key:
+        return message
+    *path, leaf = key.split(".")
+    cls: Any = schema_of(config_cls)
+    hint: Any = None
+    for part in path:
+        if not dataclasses.is_dataclass(cls):
+            return message
+        hint = typing.get_type_hints(cls).get(part)
+        cls = _dataclass_in(hint) if hint is not None else None
+    if typing.get_origin(hint) is not dict:
+        return message
+    return (f"unknown config key '{key}': '{'.'.join(path)}' is a mapping without a '{leaf}' entry yet; "
+            f"add one with '+{key}=<value>'")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
