@@ -14,6 +14,11 @@ the env), but a hard crash (segfault, `os._exit`) of an env in the local group e
 `env_workers` (env index -> index into `processes`, -1 for the local group) let callers find the envs a dead
 worker took with it. Workers ignore Ctrl-C; the parent decides (see `envs/vector.py`).
 
+A group policy (`group_policy`, a picklable factory) puts a copy of a policy in every group's own process: it acts
+on the group's observations right after they are made, in parallel with the other groups, and its batched action
+rides in the info under `POLICY_ACTION` (see `PolicyGroup`). Residual RL uses it for its frozen base, so that the
+base's inference is spread over the cores instead of running in this process while the workers wait.
+
 No wait on a worker is unbounded: every reply is awaited at most `timeout` seconds (`start_timeout` until the
 first reset has returned, which covers building the envs and their first frame). A worker that does not answer in
 time is killed (its Python stack is first dumped to stderr) and `envs.errors.WorkerTimeout` is raised, naming the
@@ -25,6 +30,7 @@ cannot be timed out: use `workers=N` (no local group) to isolate every env.
 from __future__ import annotations
 
 import faulthandler
+import functools
 import logging
 import math
 import multiprocessing
@@ -232,13 +238,66 @@ def _dispatch(vec: SyncVectorEnv, command: str, data: Any) -> Any:
     raise RuntimeError(f"unknown vector-env command {command!r}")
 
 
-def _worker(env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode: AutoresetMode, pipe, parent_pipe) -> None:
+POLICY_ACTION = "alloy_policy_action"  # info key of a group policy's batched action (with its `_` mask)
+
+
+class PolicyGroup:
+    """A group's envs and the group's own copy of a policy, which acts once on every observation the group returns.
+
+    `factory(group)` builds the policy in the group's process: anything with `reset(mask | None)` and a batched
+    `act(obs) -> (n, action_dim)`. After a full reset and after a step in which no env of the group finished, the
+    policy acts on the group's observations and its action rides in the reply's info under `POLICY_ACTION`. After
+    a step that finished some envs it waits: the caller resets exactly those (a masked reset, as it must before the
+    next step), the policy is reset for them and then acts on the group's observations, the fresh episodes' first
+    ones included. So the policy acts exactly once per step, on the observations an in-process caller would give
+    it; a step before the policy acted, or a reset of some (not all) envs that did not finish, is a protocol error.
+    """
+
+    def __init__(self, vec: SyncVectorEnv, factory: Callable[[int], Any], group: int):
+        self.vec = vec
+        self.policy = factory(group)
+        self.acted = False  # whether the policy has acted on the group's current observations
+
+    def run(self, command: str, data: Any) -> Any:
+        if command == "step":
+            if not self.acted:
+                raise RuntimeError("group policy: a step before the policy acted (reset the envs that finished first)")
+            obs, rewards, terminated, truncated, info = self.vec.step(data)
+            self.acted = False
+            if not np.any(np.logical_or(terminated, truncated)):
+                info = self._act(obs, info)
+            return obs, rewards, terminated, truncated, info
+        if command == "reset":
+            mask = (data.get("options") or {}).get("reset_mask")
+            mask = None if mask is None or np.all(mask) else np.asarray(mask, dtype=bool)  # all of them: a full reset
+            if mask is not None and self.acted:
+                raise RuntimeError("group policy: a masked reset of envs that did not finish (the policy already "
+                                   "acted on them)")
+            obs, info = self.vec.reset(**data)
+            self.policy.reset(mask)
+            return obs, self._act(obs, info)
+        return _dispatch(self.vec, command, data)
+
+    def _act(self, obs: Any, info: dict) -> dict:
+        action = np.asarray(self.policy.act(obs), dtype=np.float32)
+        n = self.vec.num_envs
+        if action.ndim != 2 or action.shape[0] != n:
+            raise RuntimeError(f"group policy: act() returned shape {action.shape} for {n} envs; expected ({n}, dim)")
+        self.acted = True
+        return {**info, POLICY_ACTION: action, f"_{POLICY_ACTION}": np.ones(n, dtype=bool)}
+
+
+def _worker(env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode: AutoresetMode, pipe, parent_pipe,
+            group_policy=None, group: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     enable_stack_dumps()
     parent_pipe.close()
     vec = None
     try:
         vec = SyncVectorEnv(list(env_fns), copy=False, autoreset_mode=autoreset_mode)
+        if isinstance(group_policy, CloudpickleWrapper):
+            group_policy = group_policy.fn
+        run = functools.partial(_dispatch, vec) if group_policy is None else PolicyGroup(vec, group_policy, group).run
         pipe.send(("ok", None))
         while True:
             _await(pipe, WORKER_SPIN_S)
@@ -247,7 +306,7 @@ def _worker(env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode: AutoresetM
                 pipe.send(("ok", None))
                 break
             try:
-                result = _dispatch(vec, command, data)
+                result = run(command, data)
             except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
                 pipe.send(("error", _picklable(e)))
             else:
@@ -359,8 +418,10 @@ class GroupedVectorEnv(WorkerWatch, VectorEnv):
         local: bool = True,
         timeout: float | None = None,
         start_timeout: float | None = None,
+        group_policy: Callable[[int], Any] | None = None,
     ):
         self._watch_init(*worker_timeouts(timeout, start_timeout))
+        self.group_policy = group_policy
         self.num_envs = len(env_fns)
         groups = max(1, min(int(groups), self.num_envs))
         self.autoreset_mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
@@ -387,6 +448,7 @@ class GroupedVectorEnv(WorkerWatch, VectorEnv):
         ctx = multiprocessing.get_context(context)
         self.parent_pipes, self.processes = [], []
         self._local_vec = None
+        self._local_run: Callable[[str, Any], Any] | None = None
         start = 0
         for g, n in enumerate(self.group_sizes):
             if g == 0 and self.local:
@@ -396,7 +458,7 @@ class GroupedVectorEnv(WorkerWatch, VectorEnv):
             process = ctx.Process(  # the factories travel by cloudpickle where the workers do not fork
                 target=_worker, name=f"GroupedVectorEnv-{g}", daemon=True,
                 args=([CloudpickleWrapper(fn) for fn in env_fns[start:start + n]], self.autoreset_mode, child_pipe,
-                      parent_pipe),
+                      parent_pipe, None if group_policy is None else CloudpickleWrapper(group_policy), g),
             )
             process.start()
             child_pipe.close()
@@ -409,6 +471,8 @@ class GroupedVectorEnv(WorkerWatch, VectorEnv):
             if self.local:
                 fns = [lambda: probe] + list(env_fns[1: self.group_sizes[0]])
                 self._local_vec = SyncVectorEnv(fns, copy=False, autoreset_mode=self.autoreset_mode)
+                self._local_run = (functools.partial(_dispatch, self._local_vec) if group_policy is None
+                                   else PolicyGroup(self._local_vec, group_policy, 0).run)
             self._gather(self._remote_groups())
         except BaseException:
             if self.local and self._local_vec is None:
@@ -439,7 +503,7 @@ class GroupedVectorEnv(WorkerWatch, VectorEnv):
         if self.local and 0 in commands:
             command, data = commands[0]
             try:
-                results[0] = _dispatch(self._local_vec, command, data)
+                results[0] = self._local_run(command, data)
             except Exception as e:  # noqa: BLE001 - raised after the workers' replies are read
                 error = e
         try:

@@ -99,6 +99,7 @@ def make_vec_env(
     worker_timeout: float | None = None,
     worker_start_timeout: float | None = None,
     per_env_kwargs: Sequence[dict[str, Any]] | None = None,
+    group_policy: Callable[[int], Any] | None = None,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """`num_envs` copies of `env_id` (with `env_kwargs`) as one Gymnasium vector env.
@@ -117,6 +118,10 @@ def make_vec_env(
     Env `i` is seeded with `seed + i` at creation; pass seeds to `reset` for explicit
     episode seeds. The first `render_envs` envs are made with `render_mode="rgb_array"`. `wrappers` are applied
     inside the worker, innermost first. `env_fn` replaces `envs.make_env` for envs alloy does not register.
+    `group_policy` (a picklable factory `group -> policy`) gives every group of envs its own copy of a policy that
+    acts on the group's observations in the group's process (see `envs.grouped_vector.PolicyGroup`); the vector env
+    is then always a `GroupedVectorEnv` with the layout above. A forked worker must keep its copy single-threaded
+    (thread pools do not survive a fork).
     `context` is the multiprocessing start method (default: the platform's, but never `fork` for workers that
     render). `worker_timeout` / `worker_start_timeout` bound every wait on a worker (see the module docstring;
     `math.inf` for none); a worker that misses one is killed and `WorkerTimeout` is raised.
@@ -138,6 +143,13 @@ def make_vec_env(
         for i in range(int(num_envs))
     ]
     layout = vector_layout(num_envs, asynchronous, workers)
+    if group_policy is not None:
+        from envs.grouped_vector import GroupedVectorEnv
+
+        context = worker_start_method(context, renders=render_envs > 0)
+        return GroupedVectorEnv(fns, layout["groups"], autoreset_mode=autoreset_mode, context=context,
+                                local=layout["parent_steps"], timeout=timeout, start_timeout=start_timeout,
+                                group_policy=group_policy)
     if layout["kind"] != "sync":
         context = worker_start_method(context, renders=render_envs > 0)
     if layout["kind"] == "grouped":

@@ -96,6 +96,95 @@ def test_the_specialist_starts_as_its_base_and_the_scale_is_honoured(nav_base, t
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+class CountingBase:
+    """A deterministic base with per-env state: its action depends on the steps since the env's last reset."""
+
+    obs_spec = {"goal": (2,)}
+    action_dim = 3
+
+    def __init__(self):
+        self.count = None
+
+    def reset(self, mask=None):
+        if mask is None or self.count is None:
+            self.count = None
+        else:
+            self.count[np.asarray(mask, dtype=bool)] = 0
+
+    def act(self, obs):
+        goal = np.asarray(obs["goal"], dtype=np.float32)
+        if self.count is None:
+            self.count = np.zeros(len(goal))
+        self.count += 1
+        t = self.count[:, None] * np.array([0.05, -0.03, 0.02])
+        return np.tanh(t + goal[:, :1] * np.array([0.3, 0.1, -0.2])).astype(np.float32)
+
+
+def counting_base(group: int) -> CountingBase:
+    return CountingBase()
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_the_base_acting_in_the_env_groups_acts_as_it_does_here(workers):
+    """With a group policy every group of envs carries its own copy of the base: the residual env must see exactly
+    what it sees when one base acts here for all envs, through episodes ending and restarting in every group."""
+    from envs.vector import make_vec_env
+    from training.rl.train import obs_layout
+
+    def make(group: bool):
+        def build():
+            from gymnasium.vector import AutoresetMode
+
+            return make_vec_env(ENV, 4, 0, True, autoreset_mode=AutoresetMode.DISABLED, workers=workers,
+                                time_limit=2.0, group_policy=counting_base if group else None)
+        return build
+
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+
+    probe = gym.make(ENV)
+    dims, scales = obs_layout(probe.observation_space, [])
+    probe.close()
+    scale = np.concatenate([scales[k] for k in dims])
+    here = ResidualVecEnv(make(False), CountingBase(), dims, scale, 0.5, seed=3)
+    grouped = ResidualVecEnv(make(True), None, dims, scale, 0.5, seed=3)
+    try:
+        assert grouped.group_base and not here.group_base
+        np.testing.assert_array_equal(grouped.reset(), here.reset())
+        rng = np.random.default_rng(0)
+        finished = 0
+        for _ in range(45):
+            action = rng.uniform(-1, 1, (4, 3)).astype(np.float32)
+            got, want = grouped.step(action), here.step(action)
+            for a, b in zip(got[:3], want[:3]):  # features, rewards, dones
+                np.testing.assert_array_equal(a, b)
+            for ia, ib in zip(got[3], want[3]):
+                if "terminal_observation" in ib:
+                    np.testing.assert_array_equal(ia["terminal_observation"], ib["terminal_observation"])
+            finished += int(got[2].sum())
+        assert finished >= 4  # every env restarted at least once (2 s episodes)
+    finally:
+        grouped.close()
+        here.close()
+
+
+def test_a_group_policy_refuses_a_reset_of_envs_that_did_not_finish():
+    from gymnasium.vector import AutoresetMode
+
+    from envs.grouped_vector import POLICY_ACTION
+    from envs.vector import make_vec_env
+
+    vec = make_vec_env(ENV, 2, 0, False, autoreset_mode=AutoresetMode.DISABLED, group_policy=counting_base)
+    try:
+        _, info = vec.reset(seed=[0, 1])
+        assert info[POLICY_ACTION].shape == (2, 3)
+        with pytest.raises(RuntimeError, match="did not finish"):
+            vec.reset(seed=[None, None], options={"reset_mask": np.array([True, False])})
+    finally:
+        vec.close()
+
+
 def test_gsde_specialist_has_sb3s_mean_and_state_dependent_std(nav_base, tmp_path):
     """With `ppo.use_sde` the extracted actor gives SB3's own action distribution: the same mean and the same
     state-dependent std, and the specialist still starts as its base (zero mean residual)."""

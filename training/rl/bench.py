@@ -5,11 +5,13 @@ every row alike.
 Each measurement builds its env afresh, runs `warmup_steps` env steps that are not timed (worker start-up, the
 first base calls), then times `steps` env steps. Rows: `random` (uniform random actions straight through the env,
 no base), `base` (the base acts every step, the residual is zero: what the SB3 learner sees as its env), `ppo`
-(SB3 PPO's `learn`, rollouts and updates together, on the env with the base).
+(SB3 PPO's `learn`, rollouts and updates together, on the env with the base). With `base_in_workers` (the default on
+the CPU) the base acts in every env group's own process, as in training; the JSON says which.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -24,9 +26,10 @@ from training.rl.vec_env import ResidualVecEnv
 MODES = ("random", "base", "ppo")
 
 
-def _venv(run: ResidualRL, base) -> ResidualVecEnv:
-    return ResidualVecEnv(run.make_vec, base, run.obs_dims, np.concatenate([run.obs_scale[k] for k in run.obs_dims]),
-                          run.cfg.residual.scale, run.cfg.seed)
+def _venv(run: ResidualRL, base, with_base: bool) -> ResidualVecEnv:
+    return ResidualVecEnv(functools.partial(run.make_vec, with_base), base, run.obs_dims,
+                          np.concatenate([run.obs_scale[k] for k in run.obs_dims]), run.cfg.residual.scale,
+                          run.cfg.seed)
 
 
 def _time_env(venv: ResidualVecEnv, actions, warmup: int, steps: int) -> float:
@@ -45,7 +48,7 @@ def measure(run: ResidualRL, mode: str, warmup: int, steps: int, rng: np.random.
     from policies.residual import ZeroBase
 
     base = ZeroBase(run.spec.action_dim) if mode == "random" else run._fresh_base()
-    venv = _venv(run, base)
+    venv = _venv(run, base, mode != "random" and run.base_in_workers())
     try:
         da = venv.action_space.shape[0]
         if mode == "random":
@@ -87,6 +90,7 @@ def bench_rl(cfg: RLConfig, steps: int, warmup_steps: int, repeats: int, modes: 
     return {
         "env_id": cfg.env, "base": cfg.base, "num_envs": cfg.num_envs, "vector_env": layout,
         "steps": steps, "warmup_steps": warmup_steps, "repeats": repeats, "policy_threads": threads,
+        "base_in_workers": run.base_in_workers(),
         "cores_available": available_cores(), "load_average_1min": {"before": load_before,
                                                                     "after": os.getloadavg()[0]},
         "ppo": {"n_steps": cfg.ppo.n_steps, "batch_size": cfg.ppo.batch_size, "n_epochs": cfg.ppo.n_epochs,

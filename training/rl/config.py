@@ -72,6 +72,9 @@ class RLConfig:
     total_steps: int = num(300_000, lo=1)  # env steps (all envs together)
     num_envs: int = num(16, lo=1)  # more envs amortise the base's per-call cost (it acts for all envs at once)
     workers: int | None = num(None, lo=1)  # None: one group of envs per core (this process steps the first)
+    # the base acts in each env group's own process, in parallel with the others (on the CPU); false: here, once per
+    # step for every env (always so on a GPU, where one batched call is cheapest)
+    base_in_workers: bool = True
     residual: ResidualConfig = field(default_factory=ResidualConfig)
     net: NetArch = field(default_factory=NetArch)
     ppo: PPOConfig = field(default_factory=PPOConfig)

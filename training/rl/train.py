@@ -29,8 +29,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 
 from policies.atomic import atomic_dir, atomic_write_json, recover_dir, write_safetensors
-from policies.hashing import policy_sha256
-from policies.residual import ResidualPolicy, ZeroBase
+from policies.residual import ResidualPolicy
 from training import checkpoint as ckpt
 from training.errors import TrainingError
 from training.rl.algos import (
@@ -42,6 +41,7 @@ from training.rl.algos import (
     set_actor_trainable,
 )
 from training.rl.config import ALGOS, NO_BASE, NetArch, PPOConfig, ResidualConfig, RLConfig, SACConfig
+from training.rl.frozen_base import GroupBase, load_base
 from training.rl.vec_env import ResidualVecEnv
 from training.run_logs import RunLogs
 
@@ -78,24 +78,6 @@ def obs_layout(observation_space, keys: list[str]) -> tuple[dict[str, int], dict
         bound = np.where(np.isfinite(bound) & (bound > 0), bound, 1.0).reshape(-1)
         dims[k], scales[k] = int(bound.shape[0]), bound.astype(np.float32)
     return dims, scales
-
-
-def load_base(spec: str, device: str, action_dim: int):
-    """The frozen base (any registered kind of checkpoint), its directory (None for `none`) and content hash."""
-    if spec == NO_BASE:
-        return ZeroBase(action_dim), None, None
-    from training.evaluation import load_policy
-
-    base = load_policy(spec, device)
-    if isinstance(base, str) or not hasattr(base, "act") or type(base).__name__ == "TeacherPolicy":
-        raise TrainingError(f"base={spec!r} is not a trained policy; pass a checkpoint directory (or base=none)")
-    for module in (base, getattr(base, "actor", None)):
-        if isinstance(module, torch.nn.Module):
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)  # frozen: nothing the RL loss computes can reach it
-    path = recover_dir(Path(spec).expanduser())
-    return base, path, policy_sha256(path)
 
 
 def _rms_tensors(vecnorm) -> dict[str, torch.Tensor]:
@@ -199,15 +181,25 @@ class ResidualRL:
         log.info("resuming from %s at env step %d", last, int(meta["model"]["num_timesteps"]))
 
     # ------------------------------------------------------------------ pieces
-    def make_vec(self):
+    def base_in_workers(self) -> bool:
+        """Whether the base acts in every env group's own process (`base_in_workers`): on the CPU, for a real base."""
+        return bool(self.cfg.base_in_workers) and self.cfg.base != NO_BASE and self.device == "cpu"
+
+    def make_vec(self, with_base: bool | None = None):
+        """The training envs; with the base acting in each group's process when `with_base` (None: `base_in_workers`)."""
         from gymnasium.vector import AutoresetMode
 
         from envs.vector import make_vec_env
         from training.evaluation.guard import RolloutGuard
 
+        if with_base is None:
+            with_base = self.base_in_workers()
+        group_policy = (GroupBase(self.cfg.base, self.device, self.spec.action_dim, self.cfg.seed) if with_base
+                        else None)
         guard = functools.partial(RolloutGuard, keep_info=False)
         return make_vec_env(self.cfg.env, self.cfg.num_envs, self.cfg.seed, self.cfg.num_envs > 1, wrappers=(guard,),
-                            autoreset_mode=AutoresetMode.DISABLED, workers=self.cfg.workers, **self.env_kwargs)
+                            autoreset_mode=AutoresetMode.DISABLED, workers=self.cfg.workers, group_policy=group_policy,
+                            **self.env_kwargs)
 
     def specialist(self, model, base=None) -> ResidualPolicy:
         """The current specialist (a copy of the actor; `base` defaults to a fresh copy of the frozen base)."""

@@ -14,6 +14,11 @@ SB3 semantics: a finished env returns the first observation of its next episode,
 observation's features is the one the base chose for the step before it (the base is not asked to act on an
 observation that nobody acts on; SB3 only bootstraps the value of truncated episodes from it).
 
+Where the vector env has a group policy (`ResidualRL.make_vec` on the CPU), every group of envs carries its own copy
+of the base, which acts in the group's process right after the group's step or reset (`envs.grouped_vector.
+PolicyGroup`): the same once-per-step actions on the same observations, with the base's inference spread over the
+cores; `base` here is then not asked to act.
+
 Progressive exploration (Policy Decorator): each episode uses the residual with probability min(1, t / H) at env
 step t (drawn from the episode's seed), otherwise it executes the base action alone; `info["alloy_residual"]` holds
 the residual that was executed (zeros in base-only episodes) for algorithms that store executed actions (SAC).
@@ -30,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from envs.grouped_vector import POLICY_ACTION
 from policies.interface import observation_for
 from policies.runtime.features import residual_features
 from training.errors import TrainingError
@@ -81,6 +87,7 @@ class ResidualVecEnv(VecEnv):
         features = sum(self.obs_dims.values()) + da
         super().__init__(n, gym.spaces.Box(-np.inf, np.inf, (features,), np.float32),
                          gym.spaces.Box(-1.0, 1.0, (da,), np.float32))
+        self.group_base = getattr(self.vec, "group_policy", None) is not None  # the base acts in the env groups
         self._actions: np.ndarray | None = None
         self._base_action = np.zeros((n, da), dtype=np.float32)
         self._use = np.ones(n, dtype=bool)
@@ -110,6 +117,15 @@ class ResidualVecEnv(VecEnv):
         action = self.base.act(observation_for(self.base, obs))
         self._base_action = np.asarray(action, dtype=np.float32).reshape(self._base_action.shape)
 
+    def _group_actions(self, infos: Mapping[str, Any], into: np.ndarray, got: np.ndarray) -> None:
+        """Copy the base actions the env groups attached to `infos` into `into`, marking the envs in `got`."""
+        mask = infos.get(f"_{POLICY_ACTION}")
+        if mask is None:
+            return
+        mask = np.asarray(mask, dtype=bool)
+        into[mask] = np.asarray(infos[POLICY_ACTION], dtype=np.float32)[mask]
+        got |= mask
+
     def _rebuild(self, error: BaseException) -> np.ndarray:
         """A worker died or hung: every running episode ends (as a timeout) and all envs restart on a new vector env."""
         log.warning("a vector-env worker was lost (%s); every running episode ends and the envs restart",
@@ -120,10 +136,20 @@ class ResidualVecEnv(VecEnv):
 
     def _reset_all(self) -> np.ndarray:
         mask = np.ones(self.num_envs, dtype=bool)
-        obs, _ = self.vec.reset(seed=self._next_seeds(mask), options={"reset_mask": mask})
-        self.base.reset(None)
-        self._base_act(obs)
+        obs, infos = self.vec.reset(seed=self._next_seeds(mask), options={"reset_mask": mask})
+        if self.group_base:
+            got = np.zeros(self.num_envs, dtype=bool)
+            self._group_actions(infos, self._base_action, got)
+            self._check_acted(got)
+        else:
+            self.base.reset(None)
+            self._base_act(obs)
         return self._features(obs)
+
+    def _check_acted(self, got: np.ndarray) -> None:
+        if not got.all():
+            raise TrainingError(f"the base did not act for envs {np.flatnonzero(~got).tolist()} (a vector-env group "
+                                f"policy out of step); this is a bug, please report it")
 
     # ------------------------------------------------------------------ VecEnv
     def reset(self) -> np.ndarray:
@@ -152,6 +178,9 @@ class ResidualVecEnv(VecEnv):
         self._len += 1
         self.env_steps += n
         self.global_step += n
+        if self.group_base:  # the groups in which no episode ended acted already; the others act after their reset
+            next_base, got = self._base_action.copy(), np.zeros(n, dtype=bool)
+            self._group_actions(infos, next_base, got)
         infos_out: list[dict[str, Any]] = [{"alloy_residual": residual[i]} for i in range(n)]
         if done.any():
             terminal = self._features(obs)  # with the base actions of the step that ended them
@@ -167,11 +196,18 @@ class ResidualVecEnv(VecEnv):
                 })
             self.episodes_done += int(done.sum())
             try:
-                obs, _ = self.vec.reset(seed=self._next_seeds(done), options={"reset_mask": done})
+                obs, reset_infos = self.vec.reset(seed=self._next_seeds(done), options={"reset_mask": done})
             except WORKER_LOST as e:
                 return self._rebuild(e), rewards.astype(np.float32), np.ones(n, dtype=bool), infos_out
-            self.base.reset(done)
-        self._base_act(obs)
+            if self.group_base:
+                self._group_actions(reset_infos, next_base, got)
+            else:
+                self.base.reset(done)
+        if self.group_base:
+            self._check_acted(got)
+            self._base_action = next_base
+        else:
+            self._base_act(obs)
         return self._features(obs), rewards.astype(np.float32), done, infos_out
 
     def close(self) -> None:
