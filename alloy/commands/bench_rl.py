@@ -44,9 +44,10 @@ def run(cfg: DictConfig) -> None:
     atomic_write_json(path, result)
     print(f"{result['env_id']}, {result['num_envs']} envs ({result['vector_env']['kind']}, "
           f"{result['vector_env']['worker_processes']} worker process(es)), base {result['base']}:")
+    width = max(len(row["mode"]) for row in result["rows"])
     for row in result["rows"]:
         ratio = f" = {row['vs_random']:.2f}x random" if row["vs_random"] is not None else ""
-        print(f"  {row['mode']:>6}: {row['env_steps_per_s']:.0f} env steps/s{ratio}")
+        print(f"  {row['mode']:>{width}}: {row['env_steps_per_s']:.0f} env steps/s{ratio}")
     t = result["target"]
     if t["met"] is not None:
         print(f"target (base >= {t['base_over_random_min']} x random): {'met' if t['met'] else 'NOT met'}")

@@ -6,7 +6,9 @@ Each measurement builds its env afresh, runs `warmup_steps` env steps that are n
 first base calls), then times `steps` env steps. Rows: `random` (uniform random actions straight through the env,
 no base), `base` (the base acts every step, the residual is zero: what the SB3 learner sees as its env), `ppo`
 (SB3 PPO's `learn`, rollouts and updates together, on the env with the base). With `base_in_workers` (the default on
-the CPU) the base acts in every env group's own process, as in training; the JSON says which.
+the CPU) the base acts in every env group's own process, as in training, and the row `base_in_process` is the same
+env with one copy of the base acting here for every env (the alternative, for comparison); without it that row is
+left out.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from training.rl.config import NO_BASE, RLConfig
 from training.rl.train import ResidualRL
 from training.rl.vec_env import ResidualVecEnv
 
-MODES = ("random", "base", "ppo")
+MODES = ("random", "base", "base_in_process", "ppo")
 
 
 def _venv(run: ResidualRL, base, with_base: bool) -> ResidualVecEnv:
@@ -48,13 +50,13 @@ def measure(run: ResidualRL, mode: str, warmup: int, steps: int, rng: np.random.
     from policies.residual import ZeroBase
 
     base = ZeroBase(run.spec.action_dim) if mode == "random" else run._fresh_base()
-    venv = _venv(run, base, mode != "random" and run.base_in_workers())
+    venv = _venv(run, base, mode in ("base", "ppo") and run.base_in_workers())
     try:
         da = venv.action_space.shape[0]
         if mode == "random":
             venv.scale = 1.0  # executed = the random action itself
             return _time_env(venv, lambda: rng.uniform(-1, 1, (venv.num_envs, da)).astype(np.float32), warmup, steps)
-        if mode == "base":
+        if mode in ("base", "base_in_process"):
             zeros = np.zeros((venv.num_envs, da), dtype=np.float32)
             return _time_env(venv, lambda: zeros, warmup, steps)
         from training.rl.algos import build_model
@@ -74,6 +76,8 @@ def bench_rl(cfg: RLConfig, steps: int, warmup_steps: int, repeats: int, modes: 
     from training.rollout.engine import policy_threads
 
     run = ResidualRL(cfg, "/nonexistent")
+    if not run.base_in_workers():
+        modes = tuple(m for m in modes if m != "base_in_process")
     rng = np.random.default_rng(cfg.seed)
     samples: dict[str, list[float]] = {m: [] for m in modes}
     layout = vector_layout(cfg.num_envs, cfg.num_envs > 1, cfg.workers)
