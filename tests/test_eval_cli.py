@@ -140,13 +140,13 @@ def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path):
     """A real SIGINT to `alloy eval` with worker processes: partial report on disk, exit code 130."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alloy.cli", "eval", f"env={ENV}", "episodes=400", "num_envs=2", "progress=false",
+        [sys.executable, "-m", "alloy.cli", "eval", f"env={ENV}", "episodes=20000", "num_envs=2", "progress=false",
          f"hydra.run.dir={tmp_path}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         log = tmp_path / "eval.log"
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # (20000 episodes: it cannot finish before the signal, even when slow)
         while time.monotonic() < deadline and not (log.is_file() and "evaluating" in log.read_text()):
             time.sleep(0.2)
         time.sleep(2.0)  # let some episodes finish (reach-v3 teacher episodes take well under a second)
@@ -158,7 +158,7 @@ def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path):
     assert proc.returncode == 130, out[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["partial"] is True
-    assert report["overall"]["episodes"] == len(report["episode_records"]) < 400
+    assert report["overall"]["episodes"] == len(report["episode_records"]) < 20000
 
 
 def test_bench_rollout_writes_rollout_json(tmp_path):
