@@ -37,7 +37,7 @@ def test_randomisation_ranges_take_integers_and_refuse_a_reversed_range():
     (["collect", "suite=nav", "embodiment=holonomic", "name=../../escape"], ["'name'", "letters, digits"]),
     (["bench", "rl", "base=/nonexistent/base"], ["base", "base=none"]),
     # a new entry of a free-form mapping needs Hydra's `+`: the line says so rather than listing today's entries
-    (["rl", "base=none", "robot=skidsteer", "reward.time=-0.02"], ["'reward.time'", "'+reward.time=<value>'"]),
+    (["rl", "base=none", "env=alloy/Nav-Diffdrive-v0", "reward.time=-0.02"], ["'reward.time'", "'+reward.time=<value>'"]),
     (["rl", "base=none", "env=alloy/Nav-Diffdrive-v0", "env_kwargs.time_limit=40"], ["+env_kwargs.time_limit"]),
     (["rl", "base=none", "env=alloy/Nav-Diffdrive-v0", "ppo.gama=0.9"], ["'ppo.gama'", "gamma"]),
 ])
