@@ -143,20 +143,14 @@ def make_vec_env(
         for i in range(int(num_envs))
     ]
     layout = vector_layout(num_envs, asynchronous, workers)
-    if group_policy is not None:
+    if layout["kind"] != "sync" or group_policy is not None:
+        context = worker_start_method(context, renders=render_envs > 0)
+    if layout["kind"] == "grouped" or group_policy is not None:  # a group policy needs groups, whatever the layout
         from envs.grouped_vector import GroupedVectorEnv
 
-        context = worker_start_method(context, renders=render_envs > 0)
         return GroupedVectorEnv(fns, layout["groups"], autoreset_mode=autoreset_mode, context=context,
                                 local=layout["parent_steps"], timeout=timeout, start_timeout=start_timeout,
                                 group_policy=group_policy)
-    if layout["kind"] != "sync":
-        context = worker_start_method(context, renders=render_envs > 0)
-    if layout["kind"] == "grouped":
-        from envs.grouped_vector import GroupedVectorEnv
-
-        return GroupedVectorEnv(fns, layout["groups"], autoreset_mode=autoreset_mode, context=context,
-                                local=layout["parent_steps"], timeout=timeout, start_timeout=start_timeout)
     if layout["kind"] == "async":
         return TimedAsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode, timeout=timeout,
                                    start_timeout=start_timeout)

@@ -23,8 +23,17 @@ from training.rl.config import NO_BASE
 
 def load_base(spec: str, device: str, action_dim: int):
     """The frozen base (any registered kind of checkpoint), its directory (None for `none`) and content hash."""
+    base = load_frozen(spec, device, action_dim)
     if spec == NO_BASE:
-        return ZeroBase(action_dim), None, None
+        return base, None, None
+    path = recover_dir(Path(spec).expanduser())
+    return base, path, policy_sha256(path)
+
+
+def load_frozen(spec: str, device: str, action_dim: int):
+    """The frozen base alone (a group's copy needs no content hash: the learner's copy was hashed once)."""
+    if spec == NO_BASE:
+        return ZeroBase(action_dim)
     from training.evaluation import load_policy
 
     base = load_policy(spec, device)
@@ -37,8 +46,7 @@ def load_base(spec: str, device: str, action_dim: int):
                 module.eval()
                 for p in module.parameters():
                     p.requires_grad_(False)  # frozen: nothing the RL loss computes can reach it
-    path = recover_dir(Path(spec).expanduser())
-    return base, path, policy_sha256(path)
+    return base
 
 
 class GroupBase:
@@ -59,7 +67,7 @@ class GroupBase:
             # the parent's thread pools are gone; an artifact's ONNX Runtime session is single-threaded already
             torch.set_num_threads(1)
             torch.manual_seed(int(np.random.SeedSequence([self.seed, group]).generate_state(1)[0]))
-        base, _, _ = load_base(self.spec, self.device, self.action_dim)
+        base = load_frozen(self.spec, self.device, self.action_dim)
         if worker and hasattr(base, "seed"):
             base.seed(int(np.random.SeedSequence([self.seed, group, 1]).generate_state(1)[0]))
         return _Acting(base)

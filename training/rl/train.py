@@ -41,7 +41,7 @@ from training.rl.algos import (
     set_actor_trainable,
 )
 from training.rl.config import ALGOS, NO_BASE, NetArch, PPOConfig, ResidualConfig, RLConfig, SACConfig
-from training.rl.frozen_base import GroupBase, load_base
+from training.rl.frozen_base import GroupBase, load_base, load_frozen
 from training.rl.vec_env import ResidualVecEnv
 from training.run_logs import RunLogs
 
@@ -210,8 +210,7 @@ class ResidualRL:
         return ResidualPolicy(base, actor, base_path=self.base_path, base_hash=self.base_hash)
 
     def _fresh_base(self):
-        base, _, _ = load_base(self.cfg.base, self.device, self.spec.action_dim)
-        return base
+        return load_frozen(self.cfg.base, self.device, self.spec.action_dim)
 
     def evaluate(self, policy, episodes: int, seed: int, run_dir: Path | None = None, video: bool = False) -> dict:
         from training.evaluation import evaluate
