@@ -267,6 +267,24 @@ def test_training_leaves_the_base_untouched_and_resume_continues_at_the_saved_st
     assert "resume=true" in one_error_line(capsys)
 
 
+def test_a_linear_learning_rate_falls_to_zero_at_total_steps_and_a_resumed_run_stays_on_the_line(nav_base, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["rl", f"base={nav_base}", f"env={ENV}", "eval_every=0", *FAST, "ppo.lr=0.001", "ppo.lr_schedule=linear",
+              f"hydra.run.dir={run_dir}"]
+
+    def rates() -> list[float]:
+        lines = (run_dir / "rl_log.csv").read_text().splitlines()
+        col = lines[0].split(",").index("train/learning_rate")
+        return [float(row.split(",")[col]) for row in lines[1:] if row.split(",")[col]]
+
+    # updates after env steps 32 and 64 of 64 (SB3 writes a rollout's row before its update: the last update's rate,
+    # 0, is not in the log)
+    assert cli.main([*common, "total_steps=64"]) == 0
+    assert rates() == pytest.approx([0.0005])
+    assert cli.main([*common, "total_steps=128", "resume=true"]) == 0  # the update after step 96 of the new 128
+    assert rates() == pytest.approx([0.0005, 0.00025])
+
+
 def test_sac_trains_and_its_specialist_evaluates_through_alloy_eval(nav_base, tmp_path):
     run_dir = tmp_path / "sac"
     assert cli.main(["rl", f"base={nav_base}", f"env={ENV}", "algo=sac", "total_steps=48", "sac.learning_starts=16",

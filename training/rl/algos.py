@@ -26,7 +26,7 @@ def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, s
     """An SB3 model on `venv` whose deterministic residual is zero (the specialist starts as its base)."""
     if algo == "ppo":
         model = PPO("MlpPolicy", venv, n_steps=ppo.n_steps, batch_size=ppo.batch_size, n_epochs=ppo.n_epochs,
-                    learning_rate=ppo.lr, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
+                    learning_rate=learning_rate(ppo.lr, ppo.lr_schedule), gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
                     ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef, max_grad_norm=ppo.max_grad_norm,
                     target_kl=ppo.target_kl or None, use_sde=ppo.use_sde, sde_sample_freq=ppo.sde_sample_freq,
                     seed=seed, device=device, verbose=verbose,
@@ -46,6 +46,16 @@ def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, s
     else:
         raise TrainingError(f"unknown algorithm {algo!r}; choose one of: {', '.join(ALGOS)}")
     return model
+
+
+def learning_rate(lr: float, schedule: str):
+    """SB3's learning rate: a constant, or a function of the remaining progress (1 at the start, 0 at the end of
+    the run's total steps; SB3 counts a resumed run's steps from the run's start)."""
+    if schedule == "constant":
+        return float(lr)
+    if schedule == "linear":
+        return lambda progress_remaining: float(lr) * max(0.0, float(progress_remaining))
+    raise TrainingError(f"unknown lr_schedule {schedule!r}; choose constant or linear")
 
 
 class ResidualSAC(SAC):

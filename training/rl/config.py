@@ -19,6 +19,9 @@ class PPOConfig:
     batch_size: int = num(512, lo=1)
     n_epochs: int = num(10, lo=1)
     lr: float = num(3e-4, lo=0, lo_open=True)
+    # linear: the learning rate falls linearly from `lr` to 0 over total_steps (a resumed run continues the same
+    # line), so the policy settles at the end instead of oscillating around its best
+    lr_schedule: str = choice("constant", ("constant", "linear"))
     gamma: float = num(0.99, lo=0, hi=1)  # discount
     gae_lambda: float = num(0.95, lo=0, hi=1)
     clip_range: float = num(0.2, lo=0, lo_open=True)
