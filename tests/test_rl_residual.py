@@ -96,6 +96,48 @@ def test_the_specialist_starts_as_its_base_and_the_scale_is_honoured(nav_base, t
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_an_asymmetric_critic_sees_the_privileged_values_and_the_actor_does_not(nav_base, tmp_path, algo):
+    from training.rl.algos import build_model
+
+    run = rl_run(nav_base, tmp_path, critic_privileged=True, algo=algo)
+    assert run.privileged == 4  # nav: geodesic distance, its descent direction (cos, sin), elapsed time
+    scale = np.concatenate([run.obs_scale[k] for k in run.obs_dims])
+    venv = ResidualVecEnv(run.make_vec, run.base, run.obs_dims, scale, 1.0, seed=0, privileged=run.privileged)
+    try:
+        features = venv.reset()
+        width = run.spec.feature_dim
+        assert features.shape == (2, width + 4)
+        np.testing.assert_array_less(0.0, features[:, width])  # the distance to the goal
+        features, *_ = venv.step(np.zeros((2, 3), dtype=np.float32))
+        np.testing.assert_allclose(features[:, -1], 1 / 300)  # one step of the 30 s limit at 10 Hz
+        model = build_model(algo, venv, run.cfg.net, run.cfg.ppo, run.cfg.sac, 0, "cpu", privileged=run.privileged)
+    finally:
+        venv.close()
+    torch.manual_seed(0)
+    for p in model.policy.parameters():  # a random actor and critic, so both depend on their inputs
+        p.data.normal_(0.0, 0.3)
+    obs = torch.as_tensor(features)
+    changed = obs.clone()
+    changed[:, width:] += torch.tensor([0.5, -1.0, 1.0, 0.3])
+    with torch.no_grad():
+        if algo == "ppo":
+            act = lambda x: model.policy.get_distribution(x).distribution.mean  # noqa: E731
+            value = model.policy.predict_values
+        else:
+            act = lambda x: model.actor(x, deterministic=True)  # noqa: E731
+            value = lambda x: model.critic(x, torch.zeros(len(x), 3))[0]  # noqa: E731
+        torch.testing.assert_close(act(obs), act(changed))  # the actor cannot see them
+        assert not torch.allclose(value(obs), value(changed))  # the critic does
+        # the specialist is that actor on the observation alone, the privileged inputs' weights dropped
+        run.vecnorm = None
+        specialist = run.specialist(model)
+        mean, _ = specialist.actor(obs[:, :width])
+        if algo == "sac":
+            mean = torch.tanh(mean)
+        torch.testing.assert_close(mean, act(obs), atol=1e-5, rtol=1e-5)
+
+
 class CountingBase:
     """A deterministic base with per-env state: its action depends on the steps since the env's last reset."""
 
@@ -267,10 +309,11 @@ def test_training_leaves_the_base_untouched_and_resume_continues_at_the_saved_st
     assert "resume=true" in one_error_line(capsys)
 
 
-def test_a_linear_learning_rate_falls_to_zero_at_total_steps_and_a_resumed_run_stays_on_the_line(nav_base, tmp_path):
+def test_a_linear_learning_rate_falls_to_zero_at_total_steps_and_a_resumed_run_stays_on_the_line(nav_base, tmp_path,
+                                                                                                 capsys):
     run_dir = tmp_path / "run"
     common = ["rl", f"base={nav_base}", f"env={ENV}", "eval_every=0", *FAST, "ppo.lr=0.001", "ppo.lr_schedule=linear",
-              f"hydra.run.dir={run_dir}"]
+              "critic_privileged=true", f"hydra.run.dir={run_dir}"]
 
     def rates() -> list[float]:
         lines = (run_dir / "rl_log.csv").read_text().splitlines()
@@ -283,6 +326,9 @@ def test_a_linear_learning_rate_falls_to_zero_at_total_steps_and_a_resumed_run_s
     assert rates() == pytest.approx([0.0005])
     assert cli.main([*common, "total_steps=128", "resume=true"]) == 0  # the update after step 96 of the new 128
     assert rates() == pytest.approx([0.0005, 0.00025])
+    # (the run has an asymmetric critic: resuming it without one is refused)
+    assert cli.main([*common, "total_steps=160", "resume=true", "critic_privileged=false"]) == 2
+    assert "other settings" in one_error_line(capsys)
 
 
 def test_sac_trains_and_its_specialist_evaluates_through_alloy_eval(nav_base, tmp_path):

@@ -415,7 +415,30 @@ class NavEnv(gym.Env):
 
     def _info(self, success: bool, collided: bool) -> dict:
         return {"is_success": bool(success), "collision": bool(collided), "time": self._steps * self.period,
-                "distance": self._distance}
+                "distance": self._distance, "privileged": self._privileged()}
+
+    def _privileged(self) -> np.ndarray:
+        """What only the simulator knows, for an asymmetric critic in RL (never a policy's input): the shortest
+        obstacle-free distance to the goal (straight-line without a geodesic field) over the arena's diagonal, the
+        body-frame direction (cos, sin) in which it falls fastest, and the elapsed fraction of the time limit."""
+        x, y, yaw = self.pose()
+        gx, gy = self._layout.goal
+        distance, direction = self._distance, (gx - x, gy - y)
+        if self._geodesic is not None:
+            d = self._geodesic.distance((x, y))
+            h = self._geodesic.resolution
+            grad = [self._geodesic.distance((x + h, y)) - self._geodesic.distance((x - h, y)),
+                    self._geodesic.distance((x, y + h)) - self._geodesic.distance((x, y - h))]
+            if math.isfinite(d):
+                distance = max(d, distance)
+            if all(math.isfinite(g) for g in grad) and math.hypot(*grad) > 1e-9:
+                direction = (-grad[0], -grad[1])
+        c, s = math.cos(yaw), math.sin(yaw)
+        bx, by = c * direction[0] + s * direction[1], -s * direction[0] + c * direction[1]
+        norm = math.hypot(bx, by) or 1.0
+        diagonal = 2 * self.arena_half * math.sqrt(2)
+        return np.array([distance / diagonal, bx / norm, by / norm, self._steps / self.max_episode_steps],
+                        dtype=np.float32)
 
     # ----------------------------------------------------------------- teacher, layout, rendering
     @property

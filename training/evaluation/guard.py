@@ -123,6 +123,8 @@ class RolloutGuard(gym.Wrapper):
     def _info(self, info: dict, failure: str = FAILURE_NONE, error: str = "") -> dict:
         success = info.get("is_success", info.get("success", False))
         out = dict(info) if self.keep_info else {}
+        if "privileged" in info:  # simulator-only state for an asymmetric critic (residual RL), kept either way
+            out["alloy_privileged"] = info["privileged"]
         out["alloy_success"] = bool(np.asarray(success).item()) if failure == FAILURE_NONE else False
         out["alloy_collision"] = bool(np.asarray(info.get("collision", False)).item())
         out["alloy_failure"] = failure

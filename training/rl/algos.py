@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import nn
 
 from policies.residual import ResidualActor, ResidualSpec
@@ -21,9 +22,25 @@ from training.errors import TrainingError
 from training.rl.config import ALGOS, NetArch, PPOConfig, SACConfig
 
 
+class ActorFeatures(FlattenExtractor):
+    """The actor's features extractor under an asymmetric critic: the observation with its last `privileged` values
+    (simulator-only state, `ResidualVecEnv(privileged=...)`) set to zero, so no weight of the actor can use them; the
+    critic's own extractor sees everything. `extract_actor` drops the zeroed inputs' weights."""
+
+    def __init__(self, observation_space, privileged: int):
+        super().__init__(observation_space)
+        keep = torch.ones(self.features_dim)
+        keep[self.features_dim - int(privileged):] = 0.0
+        self.register_buffer("keep", keep, persistent=False)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return super().forward(observations) * self.keep
+
+
 def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, seed: int, device: str,
-                verbose: int = 0):
-    """An SB3 model on `venv` whose deterministic residual is zero (the specialist starts as its base)."""
+                verbose: int = 0, privileged: int = 0):
+    """An SB3 model on `venv` whose deterministic residual is zero (the specialist starts as its base); with
+    `privileged` > 0 the last that many observation values reach the critic only (an asymmetric critic)."""
     if algo == "ppo":
         model = PPO("MlpPolicy", venv, n_steps=ppo.n_steps, batch_size=ppo.batch_size, n_epochs=ppo.n_epochs,
                     learning_rate=learning_rate(ppo.lr, ppo.lr_schedule), gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
@@ -31,7 +48,10 @@ def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, s
                     target_kl=ppo.target_kl or None, use_sde=ppo.use_sde, sde_sample_freq=ppo.sde_sample_freq,
                     seed=seed, device=device, verbose=verbose,
                     policy_kwargs=dict(net_arch=dict(pi=list(net.actor), vf=list(net.critic)), activation_fn=nn.Tanh,
-                                       log_std_init=ppo.log_std_init))
+                                       log_std_init=ppo.log_std_init, share_features_extractor=not privileged))
+        if privileged:
+            view = ActorFeatures(venv.observation_space, privileged).to(model.device)
+            model.policy.pi_features_extractor = model.policy.features_extractor = view
         nn.init.zeros_(model.policy.action_net.weight)
         nn.init.zeros_(model.policy.action_net.bias)
     elif algo == "sac":
@@ -41,6 +61,8 @@ def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, s
                             seed=seed, device=device, verbose=verbose,
                             policy_kwargs=dict(net_arch=dict(pi=list(net.actor), qf=list(net.critic)),
                                                activation_fn=nn.ReLU, log_std_init=sac.log_std_init))
+        if privileged:
+            model.actor.features_extractor = ActorFeatures(venv.observation_space, privileged).to(model.device)
         nn.init.zeros_(model.actor.mu.weight)
         nn.init.zeros_(model.actor.mu.bias)
     else:
@@ -88,12 +110,15 @@ def extract_actor(model, spec: ResidualSpec, obs_scale: dict[str, np.ndarray], o
     observation statistics of SB3's VecNormalize when the run normalises."""
     actor = ResidualActor(spec)
     actor.set_obs_scale(obs_scale)
+    width = spec.feature_dim  # the model's observation may end with an asymmetric critic's privileged values: dropped
     if obs_rms is not None:
-        actor.obs_mean.copy_(torch.as_tensor(np.asarray(obs_rms.mean, dtype=np.float32)))
-        actor.obs_var.copy_(torch.as_tensor(np.asarray(obs_rms.var, dtype=np.float32)))
+        actor.obs_mean.copy_(torch.as_tensor(np.asarray(obs_rms.mean, dtype=np.float32)[:width]))
+        actor.obs_var.copy_(torch.as_tensor(np.asarray(obs_rms.var, dtype=np.float32)[:width]))
     trunk, mu, log_std = _actor_modules(model)
+    first = next(k for k, v in trunk.state_dict().items() if k.endswith("weight"))
     with torch.no_grad():
-        actor.trunk.load_state_dict({k: v.detach().cpu() for k, v in trunk.state_dict().items()})
+        actor.trunk.load_state_dict({k: (v[:, :width] if k == first else v).detach().cpu()
+                                     for k, v in trunk.state_dict().items()})
         actor.mu.load_state_dict({k: v.detach().cpu() for k, v in mu.state_dict().items()})
         if isinstance(log_std, nn.Parameter):
             actor.log_std.copy_(log_std.detach().cpu())

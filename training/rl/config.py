@@ -84,6 +84,10 @@ class RLConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     normalize: bool = True  # running normalisation of observations and rewards (SB3's VecNormalize); the
     #                          observation statistics are frozen into the specialist
+    # asymmetric critic: the critic also sees what only the simulator knows (the env's info['privileged']; nav: the
+    # obstacle-free distance to the goal, the direction it falls fastest, elapsed time), the actor and so the
+    # specialist do not
+    critic_privileged: bool = False
     critic_warmup_steps: int = num(0, lo=0)  # env steps during which only the critic learns (the actor is frozen)
     explore_ramp_steps: int = num(0, lo=0)  # progressive exploration: P(use residual) = min(1, t / this); 0: always
     # per-episode ranges [low, high] of physical parameters

@@ -134,6 +134,13 @@ class ResidualRL:
         try:
             self.observation_space, self.action_space = probe.observation_space, probe.action_space
             self.embodiment = str(getattr(probe.unwrapped, "embodiment", ""))
+            self.privileged = 0  # simulator-only values the critic sees (critic_privileged)
+            if cfg.critic_privileged:
+                _, info = probe.reset(seed=cfg.seed)
+                if "privileged" not in info:
+                    raise TrainingError(f"critic_privileged=true needs an env that reports info['privileged'] "
+                                        f"(alloy's nav envs do); {cfg.env} does not: set critic_privileged=false")
+                self.privileged = int(np.asarray(info["privileged"]).size)
         finally:
             probe.close()
         da = int(np.prod(self.action_space.shape))
@@ -156,8 +163,11 @@ class ResidualRL:
     # ------------------------------------------------------------------ resume
     def _identity(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues."""
-        return {"algo": self.cfg.algo, "env": self.cfg.env, "base_sha256": self.base_hash,
-                "residual": self.spec.to_dict()}
+        identity = {"algo": self.cfg.algo, "env": self.cfg.env, "base_sha256": self.base_hash,
+                    "residual": self.spec.to_dict()}
+        if self.privileged:
+            identity["critic_privileged"] = self.privileged
+        return identity
 
     def _read_resume_state(self) -> None:
         last = recover_dir(self.ckpt_dir / "last")
@@ -256,7 +266,7 @@ class ResidualRL:
             venv = ResidualVecEnv(self.make_vec, self.base, self.obs_dims,
                                   np.concatenate([self.obs_scale[k] for k in self.obs_dims]), cfg.residual.scale,
                                   cfg.seed, first_episode=int(self.state_meta.get("next_episode", 0)),
-                                  explore_ramp=cfg.explore_ramp_steps)
+                                  explore_ramp=cfg.explore_ramp_steps, privileged=self.privileged)
             venv.global_step = start
             learn_env = venv
             if cfg.normalize:
@@ -266,7 +276,8 @@ class ResidualRL:
                 learn_env = self.vecnorm = VecNormalize(venv, norm_obs=True, norm_reward=True,
                                                         clip_obs=self.spec.clip_obs, gamma=gamma)
             try:
-                model = build_model(cfg.algo, learn_env, cfg.net, cfg.ppo, cfg.sac, cfg.seed, self.device)
+                model = build_model(cfg.algo, learn_env, cfg.net, cfg.ppo, cfg.sac, cfg.seed, self.device,
+                                    privileged=self.privileged)
                 if self.state_meta:
                     load_model_state(model, self.state_tensors, self.state_meta["model"])
                     ckpt.set_rng_state(self.state_tensors, self.state_meta["rng"])

@@ -19,6 +19,10 @@ of the base, which acts in the group's process right after the group's step or r
 PolicyGroup`): the same once-per-step actions on the same observations, with the base's inference spread over the
 cores; `base` here is then not asked to act.
 
+With `privileged` > 0 (an asymmetric critic), each observation ends with that many values of what only the simulator
+knows (`info["alloy_privileged"]`, e.g. the nav env's obstacle-free distance to the goal): SB3's critic sees them,
+the actor's features extractor zeroes them (`training.rl.algos`), and the specialist never receives them.
+
 Progressive exploration (Policy Decorator): each episode uses the residual with probability min(1, t / H) at env
 step t (drawn from the episode's seed), otherwise it executes the base action alone; `info["alloy_residual"]` holds
 the residual that was executed (zeros in base-only episodes) for algorithms that store executed actions (SAC).
@@ -42,6 +46,7 @@ from training.errors import TrainingError
 from training.rollout.engine import WORKER_LOST, episode_seed, force_close
 
 log = logging.getLogger(__name__)
+PRIVILEGED = "alloy_privileged"  # info key of the simulator-only values (`training.evaluation.guard` copies them)
 
 
 def exploration_probability(step: int, ramp_steps: int) -> float:
@@ -68,7 +73,7 @@ class ResidualVecEnv(VecEnv):
     `base` acting inside; observations are residual features, actions are residuals in [-1, 1]."""
 
     def __init__(self, make_vec: Callable[[], Any], base, obs_dims: Mapping[str, int], obs_scale: np.ndarray,
-                 scale: float, seed: int, *, first_episode: int = 0, explore_ramp: int = 0):
+                 scale: float, seed: int, *, first_episode: int = 0, explore_ramp: int = 0, privileged: int = 0):
         self.make_vec, self.base = make_vec, base
         self.obs_dims = dict(obs_dims)
         self.obs_scale = np.asarray(obs_scale, dtype=np.float32)
@@ -84,12 +89,14 @@ class ResidualVecEnv(VecEnv):
         self.high = np.asarray(space.high, dtype=np.float32)
         da = int(np.prod(space.shape))
         n = self.vec.num_envs
-        features = sum(self.obs_dims.values()) + da
+        self.privileged = int(privileged)
+        features = sum(self.obs_dims.values()) + da + self.privileged
         super().__init__(n, gym.spaces.Box(-np.inf, np.inf, (features,), np.float32),
                          gym.spaces.Box(-1.0, 1.0, (da,), np.float32))
         self.group_base = getattr(self.vec, "group_policy", None) is not None  # the base acts in the env groups
         self._actions: np.ndarray | None = None
         self._base_action = np.zeros((n, da), dtype=np.float32)
+        self._privileged = np.zeros((n, self.privileged), dtype=np.float32)
         self._use = np.ones(n, dtype=bool)
         self._episode = np.full(n, -1, dtype=np.int64)
         self._ret = np.zeros(n)
@@ -100,7 +107,23 @@ class ResidualVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ helpers
     def _features(self, obs) -> np.ndarray:
-        return residual_features(obs, self._base_action, self.obs_dims, self.obs_scale)
+        features = residual_features(obs, self._base_action, self.obs_dims, self.obs_scale)
+        return np.concatenate([features, self._privileged], axis=1) if self.privileged else features
+
+    def _take_privileged(self, infos: Mapping[str, Any], into: np.ndarray, envs: np.ndarray) -> None:
+        """Copy the simulator-only values of `envs` from `infos` into `into` (an asymmetric critic's input)."""
+        if not self.privileged or not envs.any():
+            return
+        values, mask = infos.get(PRIVILEGED), infos.get(f"_{PRIVILEGED}")
+        mask = np.zeros(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if values is None or not mask[envs].all():
+            raise TrainingError("critic_privileged=true needs an env that reports info['privileged'] (alloy's nav envs "
+                                "do); set critic_privileged=false for this env")
+        values = np.asarray(values, dtype=np.float32).reshape(self.num_envs, -1)
+        if values.shape[1] != self.privileged:
+            raise TrainingError(f"the env reports {values.shape[1]} privileged values, the critic was built for "
+                                f"{self.privileged}")
+        into[envs] = values[envs]
 
     def _next_seeds(self, mask: np.ndarray) -> list[int | None]:
         seeds: list[int | None] = [None] * self.num_envs
@@ -137,6 +160,7 @@ class ResidualVecEnv(VecEnv):
     def _reset_all(self) -> np.ndarray:
         mask = np.ones(self.num_envs, dtype=bool)
         obs, infos = self.vec.reset(seed=self._next_seeds(mask), options={"reset_mask": mask})
+        self._take_privileged(infos, self._privileged, mask)
         if self.group_base:
             got = np.zeros(self.num_envs, dtype=bool)
             self._group_actions(infos, self._base_action, got)
@@ -182,6 +206,7 @@ class ResidualVecEnv(VecEnv):
             next_base, got = self._base_action.copy(), np.zeros(n, dtype=bool)
             self._group_actions(infos, next_base, got)
         infos_out: list[dict[str, Any]] = [{"alloy_residual": residual[i]} for i in range(n)]
+        self._take_privileged(infos, self._privileged, np.ones(n, dtype=bool))
         if done.any():
             terminal = self._features(obs)  # with the base actions of the step that ended them
             now = time.time()
@@ -199,6 +224,7 @@ class ResidualVecEnv(VecEnv):
                 obs, reset_infos = self.vec.reset(seed=self._next_seeds(done), options={"reset_mask": done})
             except WORKER_LOST as e:
                 return self._rebuild(e), rewards.astype(np.float32), np.ones(n, dtype=bool), infos_out
+            self._take_privileged(reset_infos, self._privileged, done)
             if self.group_base:
                 self._group_actions(reset_infos, next_base, got)
             else:
