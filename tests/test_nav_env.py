@@ -181,6 +181,25 @@ def test_geodesic_distance_is_continuous_and_never_below_the_straight_line():
     assert field.distance(start) > np.linalg.norm(goal - start) + 1.0  # around the wall, not through it
 
 
+def test_privileged_info_and_heading_shaping_follow_the_way_around():
+    """`info['privileged']`: obstacle-free distance (over the arena diagonal), the body-frame direction it falls
+    fastest, elapsed time; `reward_heading` pays the change of that direction's cosine, so it telescopes."""
+    env = NavEnv("skidsteer", progress_metric="geodesic", reward_progress=0.0, reward_success=0.0,
+                 reward_collision=0.0, reward_heading=1.0)
+    _, info = env.reset(seed=0, options={"layout": _wall_between()})
+    p0 = info["privileged"]
+    diagonal = 2 * env.arena_half * np.sqrt(2)
+    assert p0[0] * diagonal == pytest.approx(env._geodesic.distance((-2.0, 0.0)), rel=1e-5)
+    assert p0[1] < 0.9 and p0[2] > 0.3 and p0[3] == 0.0  # the way around the wall is to the robot's left
+    total = 0.0
+    for t in range(20):  # turn left, onto the way around
+        _, r, *_, info = env.step(np.array([0.0, 0.0, 1.0]))
+        total += r
+    p1 = info["privileged"]
+    assert p1[1] > p0[1] and p1[3] == pytest.approx(20 / env.max_episode_steps)
+    assert total == pytest.approx(p1[1] - p0[1], abs=1e-5)
+
+
 def test_unknown_progress_metric_names_the_choices():
     with pytest.raises(EnvError, match="progress_metric='manhattan'.*euclidean, geodesic"):
         NavEnv("holonomic", progress_metric="manhattan")

@@ -7,7 +7,10 @@ where nothing reads them).
 
 Reward: `reward_progress` x the decrease of the distance to the goal (straight-line, or with
 `progress_metric="geodesic"` the shortest obstacle-free path, a potential that has no local minimum in front
-of an obstacle), `reward_success` on reaching the goal, `reward_collision` on a collision, `reward_time` per step.
+of an obstacle), `reward_success` on reaching the goal, `reward_collision` on a collision, `reward_time` per step,
+and `reward_heading` x the change of the cosine between the robot's heading and the direction in which that distance
+falls fastest (a potential, so it shapes without changing which policies are best: it pays a robot that cannot
+strafe for turning onto the path before the progress term can).
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class NavEnv(gym.Env):
         reward_success: float = 10.0,
         reward_collision: float = -10.0,
         reward_time: float = 0.0,
+        reward_heading: float = 0.0,
         progress_metric: str = "euclidean",
         teacher_randomize: bool = True,
         teacher_heading: str = "goal",
@@ -145,7 +149,8 @@ class NavEnv(gym.Env):
                 raise EnvError(f"{name}={v} must be in [{lo}, {hi}] m")
         self.goal_radius, self.lidar_range = float(goal_radius), float(lidar_range)
         self.reward_weights = dict(progress=float(reward_progress), success=float(reward_success),
-                                   collision=float(reward_collision), time=float(reward_time))
+                                   collision=float(reward_collision), time=float(reward_time),
+                                   heading=float(reward_heading))
         if progress_metric not in PROGRESS_METRICS:
             raise EnvError(f"progress_metric={progress_metric!r} is unknown; choose one of: "
                            f"{', '.join(PROGRESS_METRICS)}")
@@ -340,6 +345,7 @@ class NavEnv(gym.Env):
         self._last_cmd = np.zeros(3)
         self._distance = self._goal_distance()
         self._potential = self._progress_potential(self._distance)
+        self._privileged_now = self._privileged()
         obs = self._observation()
         return obs, self._info(False, False)
 
@@ -370,7 +376,10 @@ class NavEnv(gym.Env):
         success = distance <= self.goal_radius and not collided
         w = self.reward_weights
         potential = self._progress_potential(distance)
+        self._distance = distance
+        heading_before, self._privileged_now = self._privileged_now[1], self._privileged()
         reward = w["progress"] * (self._potential - potential) + w["time"]
+        reward += w["heading"] * float(self._privileged_now[1] - heading_before)
         reward += w["success"] * success + w["collision"] * collided
         self._distance, self._potential = distance, potential
         terminated = bool(success or collided)
@@ -415,7 +424,7 @@ class NavEnv(gym.Env):
 
     def _info(self, success: bool, collided: bool) -> dict:
         return {"is_success": bool(success), "collision": bool(collided), "time": self._steps * self.period,
-                "distance": self._distance, "privileged": self._privileged()}
+                "distance": self._distance, "privileged": self._privileged_now.copy()}
 
     def _privileged(self) -> np.ndarray:
         """What only the simulator knows, for an asymmetric critic in RL (never a policy's input): the shortest
