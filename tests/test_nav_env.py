@@ -198,6 +198,15 @@ def test_privileged_info_and_heading_shaping_follow_the_way_around():
     p1 = info["privileged"]
     assert p1[1] > p0[1] and p1[3] == pytest.approx(20 / env.max_episode_steps)
     assert total == pytest.approx(p1[1] - p0[1], abs=1e-5)
+    # the descent direction is the central difference of the distance where the field is smooth
+    field, (x, y, yaw) = env._geodesic, env.pose()
+    h = 0.05
+    grad = np.array([field.distance((x + h, y)) - field.distance((x - h, y)),
+                     field.distance((x, y + h)) - field.distance((x, y - h))]) / (2 * h)
+    np.testing.assert_allclose(field.gradient((x, y)), grad, atol=0.05)
+    # computed only when asked for (an asymmetric critic, the heading reward): it costs time every step
+    assert "privileged" not in NavEnv("skidsteer").reset(seed=0)[1]
+    assert "privileged" in NavEnv("skidsteer", privileged_info=True).reset(seed=0)[1]
 
 
 def test_unknown_progress_metric_names_the_choices():

@@ -112,6 +112,7 @@ class NavEnv(gym.Env):
         reward_collision: float = -10.0,
         reward_time: float = 0.0,
         reward_heading: float = 0.0,
+        privileged_info: bool = False,
         progress_metric: str = "euclidean",
         teacher_randomize: bool = True,
         teacher_heading: str = "goal",
@@ -155,6 +156,8 @@ class NavEnv(gym.Env):
             raise EnvError(f"progress_metric={progress_metric!r} is unknown; choose one of: "
                            f"{', '.join(PROGRESS_METRICS)}")
         self.progress_metric = progress_metric
+        # info["privileged"] (an asymmetric critic's input; the heading reward's potential): computed only when asked
+        self.privileged_info = bool(privileged_info) or self.reward_weights["heading"] != 0.0
         self.teacher_randomize = bool(teacher_randomize)
         if teacher_heading not in HEADINGS:
             raise EnvError(f"teacher_heading={teacher_heading!r} is unknown; choose one of: {', '.join(HEADINGS)}")
@@ -345,7 +348,7 @@ class NavEnv(gym.Env):
         self._last_cmd = np.zeros(3)
         self._distance = self._goal_distance()
         self._potential = self._progress_potential(self._distance)
-        self._privileged_now = self._privileged()
+        self._privileged_now = self._privileged() if self.privileged_info else None
         obs = self._observation()
         return obs, self._info(False, False)
 
@@ -377,9 +380,10 @@ class NavEnv(gym.Env):
         w = self.reward_weights
         potential = self._progress_potential(distance)
         self._distance = distance
-        heading_before, self._privileged_now = self._privileged_now[1], self._privileged()
         reward = w["progress"] * (self._potential - potential) + w["time"]
-        reward += w["heading"] * float(self._privileged_now[1] - heading_before)
+        if self.privileged_info:
+            heading_before, self._privileged_now = self._privileged_now[1], self._privileged(potential)
+            reward += w["heading"] * float(self._privileged_now[1] - heading_before)
         reward += w["success"] * success + w["collision"] * collided
         self._distance, self._potential = distance, potential
         terminated = bool(success or collided)
@@ -423,23 +427,27 @@ class NavEnv(gym.Env):
         }
 
     def _info(self, success: bool, collided: bool) -> dict:
-        return {"is_success": bool(success), "collision": bool(collided), "time": self._steps * self.period,
-                "distance": self._distance, "privileged": self._privileged_now.copy()}
+        info = {"is_success": bool(success), "collision": bool(collided), "time": self._steps * self.period,
+                "distance": self._distance}
+        if self.privileged_info:
+            info["privileged"] = self._privileged_now.copy()
+        return info
 
-    def _privileged(self) -> np.ndarray:
+    def _privileged(self, potential: float | None = None) -> np.ndarray:
         """What only the simulator knows, for an asymmetric critic in RL (never a policy's input): the shortest
-        obstacle-free distance to the goal (straight-line without a geodesic field) over the arena's diagonal, the
-        body-frame direction (cos, sin) in which it falls fastest, and the elapsed fraction of the time limit."""
+        obstacle-free distance to the goal (straight-line without a geodesic field; `potential`, the progress
+        potential of this step, when it is that distance) over the arena's diagonal, the body-frame direction (cos,
+        sin) in which it falls fastest, and the elapsed fraction of the time limit."""
         x, y, yaw = self.pose()
         gx, gy = self._layout.goal
         distance, direction = self._distance, (gx - x, gy - y)
         if self._geodesic is not None:
-            d = self._geodesic.distance((x, y))
-            h = self._geodesic.resolution
-            grad = [self._geodesic.distance((x + h, y)) - self._geodesic.distance((x - h, y)),
-                    self._geodesic.distance((x, y + h)) - self._geodesic.distance((x, y - h))]
-            if math.isfinite(d):
-                distance = max(d, distance)
+            distance = self._potential if potential is None else potential  # max(geodesic, straight line)
+            grad = self._geodesic.gradient((x, y))
+            if grad is None:  # next to an obstacle's cells: central differences of the distance
+                h = self._geodesic.resolution
+                grad = (self._geodesic.distance((x + h, y)) - self._geodesic.distance((x - h, y)),
+                        self._geodesic.distance((x, y + h)) - self._geodesic.distance((x, y - h)))
             if all(math.isfinite(g) for g in grad) and math.hypot(*grad) > 1e-9:
                 direction = (-grad[0], -grad[1])
         c, s = math.cos(yaw), math.sin(yaw)

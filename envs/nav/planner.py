@@ -93,16 +93,36 @@ class DijkstraCostToGo:
             return -1
         return int(cand[np.argmin(costs)])
 
+    def _cell_corner(self, xy) -> tuple[float, float, int, int, float, float]:
+        """Grid coordinates of a point, the lower corner (i0, j0) of its interpolation cell and the fractions in it."""
+        u = (float(xy[0]) + self.arena_half) / self.resolution - 0.5
+        v = (float(xy[1]) + self.arena_half) / self.resolution - 0.5
+        i0, j0 = min(max(math.floor(u), 0), self.n - 2), min(max(math.floor(v), 0), self.n - 2)
+        return u, v, i0, j0, min(max(u - i0, 0.0), 1.0), min(max(v - j0, 0.0), 1.0)
+
+    def gradient(self, xy) -> tuple[float, float] | None:
+        """The gradient of `distance` at a point (the bilinear interpolant's, from one lookup of the cell's four
+        corners); None next to or inside a blocked cell, where the interpolant is not that of four corners."""
+        u, v, i0, j0, fu, fv = self._cell_corner(xy)
+        k = i0 * self.n + j0
+        c00, c10, c01, c11 = (float(self.cost[k]), float(self.cost[k + self.n]), float(self.cost[k + 1]),
+                              float(self.cost[k + self.n + 1]))
+        if not all(math.isfinite(c) for c in (c00, c10, c01, c11)):
+            return None
+        du = (1 - fv) * (c10 - c00) + fv * (c11 - c01)
+        dv = (1 - fu) * (c01 - c00) + fu * (c11 - c10)
+        return du / self.resolution, dv / self.resolution
+
     def distance(self, xy) -> float:
         """Cost to go at a point, interpolated bilinearly between cell centres (continuous in the robot's position,
         so that its differences make a smooth shaping reward); inf where the goal cannot be reached."""
-        u = (float(xy[0]) + self.arena_half) / self.resolution - 0.5
-        v = (float(xy[1]) + self.arena_half) / self.resolution - 0.5
-        i0, j0 = int(np.clip(math.floor(u), 0, self.n - 2)), int(np.clip(math.floor(v), 0, self.n - 2))
-        fu, fv = float(np.clip(u - i0, 0.0, 1.0)), float(np.clip(v - j0, 0.0, 1.0))
-        c = self.cost[[i0 * self.n + j0, (i0 + 1) * self.n + j0, i0 * self.n + j0 + 1, (i0 + 1) * self.n + j0 + 1]]
+        u, v, i0, j0, fu, fv = self._cell_corner(xy)
+        k = i0 * self.n + j0
+        c = self.cost[[k, k + self.n, k + 1, k + self.n + 1]]
         w = np.array([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv])
         ok = np.isfinite(c)
+        if ok.all():  # (called every control step: the common case without masks)
+            return float(w @ c)
         if w[ok].sum() > 1e-3:  # next to a blocked cell: the reachable corners only
             return float(np.dot(w[ok], c[ok]) / w[ok].sum())
         k = self.cell(xy)  # inside blocked cells: the best reachable neighbour plus the straight way to it

@@ -53,11 +53,13 @@ EVAL_SEED_OFFSET = 1_000_000
 
 
 def env_kwargs_of(cfg: RLConfig) -> dict[str, Any]:
-    """The training envs' kwargs: `env_kwargs`, the randomisation ranges and the reward weights."""
+    """The training envs' kwargs: `env_kwargs`, the randomisation ranges, the reward weights, privileged info."""
     kwargs = dict(cfg.env_kwargs)
     if cfg.randomize:
         kwargs["randomize"] = {k: list(v) for k, v in cfg.randomize.items()}
     kwargs.update({f"reward_{k}": float(v) for k, v in cfg.reward.items()})
+    if cfg.critic_privileged:
+        kwargs["privileged_info"] = True  # the env reports info['privileged'] (only asked for: it costs time)
     return kwargs
 
 
