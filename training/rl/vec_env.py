@@ -110,12 +110,18 @@ class ResidualVecEnv(VecEnv):
         features = residual_features(obs, self._base_action, self.obs_dims, self.obs_scale)
         return np.concatenate([features, self._privileged], axis=1) if self.privileged else features
 
-    def _take_privileged(self, infos: Mapping[str, Any], into: np.ndarray, envs: np.ndarray) -> None:
-        """Copy the simulator-only values of `envs` from `infos` into `into` (an asymmetric critic's input)."""
+    def _take_privileged(self, infos: Mapping[str, Any], into: np.ndarray, envs: np.ndarray,
+                         required: bool = True) -> None:
+        """Copy the simulator-only values of `envs` from `infos` into `into` (an asymmetric critic's input); a step
+        that failed (an env error: no values) keeps the last ones, a reset must report them."""
         if not self.privileged or not envs.any():
             return
         values, mask = infos.get(PRIVILEGED), infos.get(f"_{PRIVILEGED}")
         mask = np.zeros(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if not required:
+            envs = envs & mask
+            if not envs.any():
+                return
         if values is None or not mask[envs].all():
             raise TrainingError("critic_privileged=true needs an env that reports info['privileged'] (alloy's nav envs "
                                 "do); set critic_privileged=false for this env")
@@ -206,7 +212,7 @@ class ResidualVecEnv(VecEnv):
             next_base, got = self._base_action.copy(), np.zeros(n, dtype=bool)
             self._group_actions(infos, next_base, got)
         infos_out: list[dict[str, Any]] = [{"alloy_residual": residual[i]} for i in range(n)]
-        self._take_privileged(infos, self._privileged, np.ones(n, dtype=bool))
+        self._take_privileged(infos, self._privileged, np.ones(n, dtype=bool), required=False)
         if done.any():
             terminal = self._features(obs)  # with the base actions of the step that ended them
             now = time.time()
