@@ -192,14 +192,14 @@ def test_privileged_info_and_heading_shaping_follow_the_way_around():
     assert p0[0] * diagonal == pytest.approx(env._geodesic.distance((-2.0, 0.0)), rel=1e-5)
     assert p0[1] < 0.9 and p0[2] > 0.3 and p0[3] == 0.0  # the way around the wall is to the robot's left
     total = 0.0
-    for t in range(20):  # turn left, onto the way around
+    for _ in range(20):  # turn left, onto the way around
         _, r, *_, info = env.step(np.array([0.0, 0.0, 1.0]))
         total += r
     p1 = info["privileged"]
     assert p1[1] > p0[1] and p1[3] == pytest.approx(20 / env.max_episode_steps)
     assert total == pytest.approx(p1[1] - p0[1], abs=1e-5)
     # the descent direction is the central difference of the distance where the field is smooth
-    field, (x, y, yaw) = env._geodesic, env.pose()
+    field, (x, y, _) = env._geodesic, env.pose()
     h = 0.05
     grad = np.array([field.distance((x + h, y)) - field.distance((x - h, y)),
                      field.distance((x, y + h)) - field.distance((x, y - h))]) / (2 * h)

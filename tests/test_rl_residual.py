@@ -392,3 +392,8 @@ def test_a_base_that_does_not_fit_the_env_or_is_not_a_policy(nav_base, tmp_path,
     assert cli.main(["rl", f"base={not_policy}", f"env={ENV}", *FAST, f"hydra.run.dir={run_dir}"]) == 2
     assert "not a policy" in one_error_line(capsys)
     assert not run_dir.exists()
+    # an asymmetric critic on an env that knows nothing privileged
+    assert cli.main(["rl", "base=none", "env=Pendulum-v1", "critic_privileged=true", *FAST,
+                     f"hydra.run.dir={run_dir}"]) == 2
+    assert "critic_privileged=false" in one_error_line(capsys)
+    assert not run_dir.exists()

@@ -43,7 +43,8 @@ def build_model(algo: str, venv, net: NetArch, ppo: PPOConfig, sac: SACConfig, s
     `privileged` > 0 the last that many observation values reach the critic only (an asymmetric critic)."""
     if algo == "ppo":
         model = PPO("MlpPolicy", venv, n_steps=ppo.n_steps, batch_size=ppo.batch_size, n_epochs=ppo.n_epochs,
-                    learning_rate=learning_rate(ppo.lr, ppo.lr_schedule), gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip_range,
+                    learning_rate=learning_rate(ppo.lr, ppo.lr_schedule), gamma=ppo.gamma, gae_lambda=ppo.gae_lambda,
+                    clip_range=ppo.clip_range,
                     ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef, max_grad_norm=ppo.max_grad_norm,
                     target_kl=ppo.target_kl or None, use_sde=ppo.use_sde, sde_sample_freq=ppo.sde_sample_freq,
                     seed=seed, device=device, verbose=verbose,

@@ -132,7 +132,13 @@ class ResidualRL:
 
         self.device = str(resolve_device(cfg.device))
         self.env_kwargs = env_kwargs_of(cfg)
-        probe = make_env(cfg.env, **self.env_kwargs)
+        try:
+            probe = make_env(cfg.env, **self.env_kwargs)
+        except TypeError as e:
+            if cfg.critic_privileged and "privileged_info" in str(e):
+                raise TrainingError(f"critic_privileged=true needs an env that reports info['privileged'] (alloy's "
+                                    f"nav envs do); {cfg.env} does not: set critic_privileged=false") from None
+            raise
         try:
             self.observation_space, self.action_space = probe.observation_space, probe.action_space
             self.embodiment = str(getattr(probe.unwrapped, "embodiment", ""))
