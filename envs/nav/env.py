@@ -379,13 +379,12 @@ class NavEnv(gym.Env):
         success = distance <= self.goal_radius and not collided
         w = self.reward_weights
         potential = self._progress_potential(distance)
-        self._distance = distance
         reward = w["progress"] * (self._potential - potential) + w["time"]
-        if self.privileged_info:
-            heading_before, self._privileged_now = self._privileged_now[1], self._privileged(potential)
-            reward += w["heading"] * float(self._privileged_now[1] - heading_before)
         reward += w["success"] * success + w["collision"] * collided
         self._distance, self._potential = distance, potential
+        if self.privileged_info:
+            heading_before, self._privileged_now = self._privileged_now[1], self._privileged()
+            reward += w["heading"] * float(self._privileged_now[1] - heading_before)
         terminated = bool(success or collided)
         truncated = bool(not terminated and self._steps >= self.max_episode_steps)
         return self._observation(), float(reward), terminated, truncated, self._info(success, collided)
@@ -433,16 +432,16 @@ class NavEnv(gym.Env):
             info["privileged"] = self._privileged_now.copy()
         return info
 
-    def _privileged(self, potential: float | None = None) -> np.ndarray:
+    def _privileged(self) -> np.ndarray:
         """What only the simulator knows, for an asymmetric critic in RL (never a policy's input): the shortest
-        obstacle-free distance to the goal (straight-line without a geodesic field; `potential`, the progress
-        potential of this step, when it is that distance) over the arena's diagonal, the body-frame direction (cos,
-        sin) in which it falls fastest, and the elapsed fraction of the time limit."""
+        obstacle-free distance to the goal (the geodesic progress potential; straight-line without a geodesic field)
+        over the arena's diagonal, the body-frame direction (cos, sin) in which it falls fastest, and the elapsed
+        fraction of the time limit. Reads the step's `_distance` and `_potential`."""
         x, y, yaw = self.pose()
         gx, gy = self._layout.goal
         distance, direction = self._distance, (gx - x, gy - y)
         if self._geodesic is not None:
-            distance = self._potential if potential is None else potential  # max(geodesic, straight line)
+            distance = self._potential  # max(geodesic, straight line)
             grad = self._geodesic.gradient((x, y))
             if grad is None:  # next to an obstacle's cells: central differences of the distance
                 h = self._geodesic.resolution

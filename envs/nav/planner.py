@@ -93,18 +93,17 @@ class DijkstraCostToGo:
             return -1
         return int(cand[np.argmin(costs)])
 
-    def _cell_corner(self, xy) -> tuple[float, float, int, int, float, float]:
-        """Grid coordinates of a point, the lower corner (i0, j0) of its interpolation cell and the fractions in it."""
+    def _cell_corner(self, xy) -> tuple[int, float, float]:
+        """The flat index of the lower corner of a point's interpolation cell and the point's fractions in it."""
         u = (float(xy[0]) + self.arena_half) / self.resolution - 0.5
         v = (float(xy[1]) + self.arena_half) / self.resolution - 0.5
         i0, j0 = min(max(math.floor(u), 0), self.n - 2), min(max(math.floor(v), 0), self.n - 2)
-        return u, v, i0, j0, min(max(u - i0, 0.0), 1.0), min(max(v - j0, 0.0), 1.0)
+        return i0 * self.n + j0, min(max(u - i0, 0.0), 1.0), min(max(v - j0, 0.0), 1.0)
 
     def gradient(self, xy) -> tuple[float, float] | None:
         """The gradient of `distance` at a point (the bilinear interpolant's, from one lookup of the cell's four
         corners); None next to or inside a blocked cell, where the interpolant is not that of four corners."""
-        u, v, i0, j0, fu, fv = self._cell_corner(xy)
-        k = i0 * self.n + j0
+        k, fu, fv = self._cell_corner(xy)
         c00, c10, c01, c11 = (float(self.cost[k]), float(self.cost[k + self.n]), float(self.cost[k + 1]),
                               float(self.cost[k + self.n + 1]))
         if not all(math.isfinite(c) for c in (c00, c10, c01, c11)):
@@ -116,8 +115,7 @@ class DijkstraCostToGo:
     def distance(self, xy) -> float:
         """Cost to go at a point, interpolated bilinearly between cell centres (continuous in the robot's position,
         so that its differences make a smooth shaping reward); inf where the goal cannot be reached."""
-        u, v, i0, j0, fu, fv = self._cell_corner(xy)
-        k = i0 * self.n + j0
+        k, fu, fv = self._cell_corner(xy)
         c = self.cost[[k, k + self.n, k + 1, k + self.n + 1]]
         w = np.array([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv])
         ok = np.isfinite(c)

@@ -42,7 +42,7 @@ from training.rl.algos import (
 )
 from training.rl.config import ALGOS, NO_BASE, NetArch, PPOConfig, ResidualConfig, RLConfig, SACConfig
 from training.rl.frozen_base import GroupBase, load_base, load_frozen
-from training.rl.vec_env import ResidualVecEnv
+from training.rl.vec_env import ResidualVecEnv, no_privileged_info
 from training.run_logs import RunLogs
 
 log = logging.getLogger("alloy.rl")
@@ -136,8 +136,7 @@ class ResidualRL:
             probe = make_env(cfg.env, **self.env_kwargs)
         except TypeError as e:
             if cfg.critic_privileged and "privileged_info" in str(e):
-                raise TrainingError(f"critic_privileged=true needs an env that reports info['privileged'] (alloy's "
-                                    f"nav envs do); {cfg.env} does not: set critic_privileged=false") from None
+                raise no_privileged_info(cfg.env) from None
             raise
         try:
             self.observation_space, self.action_space = probe.observation_space, probe.action_space
@@ -146,8 +145,7 @@ class ResidualRL:
             if cfg.critic_privileged:
                 _, info = probe.reset(seed=cfg.seed)
                 if "privileged" not in info:
-                    raise TrainingError(f"critic_privileged=true needs an env that reports info['privileged'] "
-                                        f"(alloy's nav envs do); {cfg.env} does not: set critic_privileged=false")
+                    raise no_privileged_info(cfg.env)
                 self.privileged = int(np.asarray(info["privileged"]).size)
         finally:
             probe.close()

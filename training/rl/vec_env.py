@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 PRIVILEGED = "alloy_privileged"  # info key of the simulator-only values (`training.evaluation.guard` copies them)
 
 
+def no_privileged_info(env_id: str = "this env") -> TrainingError:
+    """The one error for an asymmetric critic on an env that reports nothing privileged."""
+    return TrainingError(f"critic_privileged=true needs an env that reports info['privileged'] (alloy's nav envs do); "
+                         f"{env_id} does not: set critic_privileged=false")
+
+
 def exploration_probability(step: int, ramp_steps: int) -> float:
     """Probability that an episode starting at env step `step` uses the residual (1 when `ramp_steps` is 0)."""
     if ramp_steps <= 0:
@@ -110,9 +116,8 @@ class ResidualVecEnv(VecEnv):
         features = residual_features(obs, self._base_action, self.obs_dims, self.obs_scale)
         return np.concatenate([features, self._privileged], axis=1) if self.privileged else features
 
-    def _take_privileged(self, infos: Mapping[str, Any], into: np.ndarray, envs: np.ndarray,
-                         required: bool = True) -> None:
-        """Copy the simulator-only values of `envs` from `infos` into `into` (an asymmetric critic's input); a step
+    def _take_privileged(self, infos: Mapping[str, Any], envs: np.ndarray, required: bool = True) -> None:
+        """Copy the simulator-only values of `envs` from `infos` (an asymmetric critic's input); a step
         that failed (an env error: no values) keeps the last ones, a reset must report them."""
         if not self.privileged or not envs.any():
             return
@@ -123,13 +128,12 @@ class ResidualVecEnv(VecEnv):
             if not envs.any():
                 return
         if values is None or not mask[envs].all():
-            raise TrainingError("critic_privileged=true needs an env that reports info['privileged'] (alloy's nav envs "
-                                "do); set critic_privileged=false for this env")
+            raise no_privileged_info()
         values = np.asarray(values, dtype=np.float32).reshape(self.num_envs, -1)
         if values.shape[1] != self.privileged:
             raise TrainingError(f"the env reports {values.shape[1]} privileged values, the critic was built for "
                                 f"{self.privileged}")
-        into[envs] = values[envs]
+        self._privileged[envs] = values[envs]
 
     def _next_seeds(self, mask: np.ndarray) -> list[int | None]:
         seeds: list[int | None] = [None] * self.num_envs
@@ -166,7 +170,7 @@ class ResidualVecEnv(VecEnv):
     def _reset_all(self) -> np.ndarray:
         mask = np.ones(self.num_envs, dtype=bool)
         obs, infos = self.vec.reset(seed=self._next_seeds(mask), options={"reset_mask": mask})
-        self._take_privileged(infos, self._privileged, mask)
+        self._take_privileged(infos, mask)
         if self.group_base:
             got = np.zeros(self.num_envs, dtype=bool)
             self._group_actions(infos, self._base_action, got)
@@ -212,7 +216,7 @@ class ResidualVecEnv(VecEnv):
             next_base, got = self._base_action.copy(), np.zeros(n, dtype=bool)
             self._group_actions(infos, next_base, got)
         infos_out: list[dict[str, Any]] = [{"alloy_residual": residual[i]} for i in range(n)]
-        self._take_privileged(infos, self._privileged, np.ones(n, dtype=bool), required=False)
+        self._take_privileged(infos, np.ones(n, dtype=bool), required=False)
         if done.any():
             terminal = self._features(obs)  # with the base actions of the step that ended them
             now = time.time()
@@ -230,7 +234,7 @@ class ResidualVecEnv(VecEnv):
                 obs, reset_infos = self.vec.reset(seed=self._next_seeds(done), options={"reset_mask": done})
             except WORKER_LOST as e:
                 return self._rebuild(e), rewards.astype(np.float32), np.ones(n, dtype=bool), infos_out
-            self._take_privileged(reset_infos, self._privileged, done)
+            self._take_privileged(reset_infos, done)
             if self.group_base:
                 self._group_actions(reset_infos, next_base, got)
             else:
