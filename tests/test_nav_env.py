@@ -209,6 +209,33 @@ def test_privileged_info_and_heading_shaping_follow_the_way_around():
     assert "privileged" in NavEnv("skidsteer", privileged_info=True).reset(seed=0)[1]
 
 
+def test_clearance_penalty_grows_as_the_robot_nears_an_obstacle():
+    """`reward_clearance` charges per step how far the nearest lidar return has come inside `clearance_margin` of
+    the footprint: nothing in open space, more as the robot drives at an obstacle, and bad weights are refused."""
+    layout = {"start": [-2.0, 0.0, 0.0], "goal": [3.5, 3.5],
+              "obstacles": [{"kind": "box", "x": 0.0, "y": 0.0, "sx": 0.3, "sy": 0.3}]}
+    weights = dict(reward_progress=0.0, reward_success=0.0, reward_collision=0.0)
+    env = NavEnv("holonomic", reward_clearance=-0.5, clearance_margin=0.6, **weights)
+    env.reset(seed=0, options={"layout": layout})
+    penalties, gaps = [], []
+    for _ in range(40):
+        obs, r, terminated, *_ = env.step(np.array([0.5, 0.0, 0.0]))  # straight at the box
+        penalties.append(r)
+        gaps.append(float(obs["lidar"].min()) - env.footprint)
+        if terminated:
+            break
+    penalties, gaps = np.array(penalties), np.array(gaps)
+    assert penalties[0] == 0.0 and gaps[0] > 0.6  # far from everything: free
+    near = gaps < 0.6
+    assert near.any() and np.all(penalties[near] < 0) and np.all(penalties >= -0.5)
+    np.testing.assert_allclose(penalties, -0.5 * np.clip(1 - gaps / 0.6, 0, 1), atol=1e-6)
+    assert np.all(np.diff(penalties[near]) <= 1e-9)  # closer costs more
+    with pytest.raises(EnvError, match="reward_clearance=0.3 must be <= 0"):
+        NavEnv("holonomic", reward_clearance=0.3)
+    with pytest.raises(EnvError, match="clearance_margin=0.0 must be in"):
+        NavEnv("holonomic", clearance_margin=0.0)
+
+
 def test_unknown_progress_metric_names_the_choices():
     with pytest.raises(EnvError, match="progress_metric='manhattan'.*euclidean, geodesic"):
         NavEnv("holonomic", progress_metric="manhattan")

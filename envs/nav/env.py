@@ -8,9 +8,11 @@ where nothing reads them).
 Reward: `reward_progress` x the decrease of the distance to the goal (straight-line, or with
 `progress_metric="geodesic"` the shortest obstacle-free path, a potential that has no local minimum in front
 of an obstacle), `reward_success` on reaching the goal, `reward_collision` on a collision, `reward_time` per step,
-and `reward_heading` x the change of the cosine between the robot's heading and the direction in which that distance
+`reward_heading` x the change of the cosine between the robot's heading and the direction in which that distance
 falls fastest (a potential, so it shapes without changing which policies are best: it pays a robot that cannot
-strafe for turning onto the path before the progress term can).
+strafe for turning onto the path before the progress term can), and `reward_clearance` (<= 0) x how far the nearest
+lidar return has come inside `clearance_margin` of the robot's footprint, per step (a dense warning before a
+collision, for a heavy robot that must brake long before it touches anything).
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class NavEnv(gym.Env):
         reward_collision: float = -10.0,
         reward_time: float = 0.0,
         reward_heading: float = 0.0,
+        reward_clearance: float = 0.0,
+        clearance_margin: float = 0.5,
         privileged_info: bool = False,
         progress_metric: str = "euclidean",
         teacher_randomize: bool = True,
@@ -151,7 +155,12 @@ class NavEnv(gym.Env):
         self.goal_radius, self.lidar_range = float(goal_radius), float(lidar_range)
         self.reward_weights = dict(progress=float(reward_progress), success=float(reward_success),
                                    collision=float(reward_collision), time=float(reward_time),
-                                   heading=float(reward_heading))
+                                   heading=float(reward_heading), clearance=float(reward_clearance))
+        if self.reward_weights["clearance"] > 0:
+            raise EnvError(f"reward_clearance={reward_clearance} must be <= 0 (a penalty near obstacles)")
+        if not 0.05 <= clearance_margin <= 5.0:
+            raise EnvError(f"clearance_margin={clearance_margin} must be in [0.05, 5] m")
+        self.clearance_margin = float(clearance_margin)
         if progress_metric not in PROGRESS_METRICS:
             raise EnvError(f"progress_metric={progress_metric!r} is unknown; choose one of: "
                            f"{', '.join(PROGRESS_METRICS)}")
@@ -381,13 +390,17 @@ class NavEnv(gym.Env):
         potential = self._progress_potential(distance)
         reward = w["progress"] * (self._potential - potential) + w["time"]
         reward += w["success"] * success + w["collision"] * collided
+        lidar = self._read_lidar()
+        if w["clearance"]:
+            gap = float(lidar.min()) - self.footprint
+            reward += w["clearance"] * min(1.0, max(0.0, 1.0 - gap / self.clearance_margin))
         self._distance, self._potential = distance, potential
         if self.privileged_info:
             heading_before, self._privileged_now = self._privileged_now[1], self._privileged()
             reward += w["heading"] * float(self._privileged_now[1] - heading_before)
         terminated = bool(success or collided)
         truncated = bool(not terminated and self._steps >= self.max_episode_steps)
-        return self._observation(), float(reward), terminated, truncated, self._info(success, collided)
+        return self._observation(lidar), float(reward), terminated, truncated, self._info(success, collided)
 
     def _goal_distance(self) -> float:
         x, y, _ = self.pose()
@@ -404,7 +417,7 @@ class NavEnv(gym.Env):
             return euclidean if self._potential is None else self._potential
         return max(d, euclidean)  # never shorter than the straight line (the grid's last cell to the goal)
 
-    def _observation(self) -> dict[str, np.ndarray]:
+    def _observation(self, lidar: np.ndarray | None = None) -> dict[str, np.ndarray]:
         x, y, yaw = self.pose()
         gx, gy = self._layout.goal
         dx, dy = gx - x, gy - y
@@ -419,7 +432,8 @@ class NavEnv(gym.Env):
         onehot = np.zeros(len(EMBODIMENTS))
         onehot[EMBODIMENTS.index(self.embodiment)] = 1.0
         emb = np.concatenate([onehot, [self.episode_params[p] for p in PARAM_NAMES], [float(self.spec_.can_strafe)]])
-        obs = {"state": state, "goal": gb, "lidar": self._read_lidar(), "embodiment": emb}
+        obs = {"state": state, "goal": gb, "lidar": self._read_lidar() if lidar is None else lidar,
+               "embodiment": emb}
         return {
             k: np.clip(v, self.observation_space[k].low, self.observation_space[k].high).astype(np.float32)
             for k, v in obs.items()
