@@ -3,6 +3,7 @@ evaluation (200 episodes on seeds the best-checkpoint selection never saw), its 
 per robot with the learning curves of every run on it (residual PPO, PPO from scratch, residual SAC).
 
     python benchmarks/rl/summarize.py <rl runs dir> [--out benchmarks/rl]
+        [--previous benchmarks/rl/<earlier>/results.json:<run>[,<run>...]]   # earlier runs' rows and curves beside
 """
 
 from __future__ import annotations
@@ -39,10 +40,35 @@ def unfinished(run_dir: Path) -> dict | None:
             "train_wall_s": float("nan"), "best": best, "evals": hist, "final_eval": None, "stopped": True}
 
 
+def previous_runs(spec: str) -> dict[str, dict]:
+    """Runs of an earlier summary (`<results.json>:<run>,<run>`), in the form `main` reads from run directories,
+    so that a new run is plotted and tabled beside an earlier one whose run directory is gone."""
+    path, _, names = spec.rpartition(":")
+    if not path:
+        raise SystemExit(f"error: --previous {spec!r}: expected <results.json>:<run>[,<run>...]")
+    rows = {r["run"]: r for r in json.loads(Path(path).read_text())["runs"]}
+    out = {}
+    for name in names.split(","):
+        if name not in rows:
+            raise SystemExit(f"error: --previous: no run {name!r} in {path}; it has {', '.join(sorted(rows))}")
+        r = rows[name]
+        final = None if r["final_ci"] is None else {
+            "success_rate": r["final_success"], "success_ci": r["final_ci"], "episodes": r["final_episodes"],
+            "failure_reasons": r["failures"]}
+        best = {"step": r["best_step"], "success_rate": r["best_eval_success_50"]}
+        out[f"{name} (earlier: {Path(path).parent.name})"] = {
+            "env": r["env"], "algo": r["algo"], "base": r["base"], "env_steps": r["env_steps"],
+            "train_wall_s": r["train_wall_s"], "best": best, "evals": r["evals"], "final_eval": final,
+            "stopped": r["stopped_before_end"]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent)
+    ap.add_argument("--previous", action="append", default=[], metavar="RESULTS_JSON:RUN[,RUN]",
+                    help="an earlier summary's runs to show beside these (repeatable)")
     args = ap.parse_args()
     runs = {}
     for path in sorted(args.runs.glob("*/rl.json")):
@@ -51,6 +77,8 @@ def main() -> None:
         partial = unfinished(run_dir)
         if partial is not None:
             runs[run_dir.name] = partial
+    for spec in args.previous:
+        runs.update(previous_runs(spec))
     if not runs:
         raise SystemExit(f"error: no */rl.json under {args.runs}; run benchmarks/rl/run.sh first")
     rows, by_env = [], {}
