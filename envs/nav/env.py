@@ -156,7 +156,7 @@ class NavEnv(gym.Env):
         self.reward_weights = dict(progress=float(reward_progress), success=float(reward_success),
                                    collision=float(reward_collision), time=float(reward_time),
                                    heading=float(reward_heading), clearance=float(reward_clearance))
-        if self.reward_weights["clearance"] > 0:
+        if not self.reward_weights["clearance"] <= 0:  # NaN too
             raise EnvError(f"reward_clearance={reward_clearance} must be <= 0 (a penalty near obstacles)")
         if not 0.05 <= clearance_margin <= 5.0:
             raise EnvError(f"clearance_margin={clearance_margin} must be in [0.05, 5] m")
